@@ -1,0 +1,73 @@
+# mmfeat: `make demo` runs the main job on the embedded default services; `make test` runs the suite.
+# Both do all their own set-up. Slow things are cached under $(CACHE) and shared by every checkout:
+# the virtualenv (torch alone is several GB), the Kafka jars, the Triton backend folder.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+CACHE ?= $(HOME)/.cache/mmfeat
+VENV := $(CACHE)/venv
+PY := $(VENV)/bin/python
+LOCK_HASH := $(shell sha256sum requirements.lock | cut -c1-16)
+STAMP := $(VENV)/.lock-$(LOCK_HASH)
+CAPTIONER := models/captioner/model.safetensors
+export MMFEAT_CACHE_DIR := $(CACHE)
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: venv sysdeps setup test test-unit test-integration demo lint bench up down clean
+
+venv: $(STAMP) .venv
+
+$(STAMP): requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.lock
+	@rm -f $(VENV)/.lock-* && touch $@
+
+.venv:
+	ln -sfn $(VENV) .venv
+
+# Java 17 + Maven fetch and run the broker; openclipart-png is the demo's (and tests') real images.
+sysdeps:
+	@missing=""; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	test -d /usr/share/openclipart/png || missing="$$missing openclipart-png"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(CAPTIONER): | venv
+	$(PY) -m mmfeat make-captioner --out models/captioner
+
+setup: venv sysdeps $(CAPTIONER)
+	@$(PY) -c "from mmfeat.services import kafka_libs; from pathlib import Path; kafka_libs(Path('$(CACHE)'))"
+
+test: setup
+	$(PY) -m pytest tests
+
+test-unit: venv
+	$(PY) -m pytest tests/unit
+
+test-integration: setup
+	$(PY) -m pytest tests/integration
+
+demo: setup
+	$(PY) -m mmfeat demo
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy mmfeat workers bench triton_models
+
+bench: setup
+	$(PY) -m mmfeat bench worker
+	$(PY) -m mmfeat bench captioner
+
+up: setup
+	$(PY) -m mmfeat up
+
+down:
+	$(PY) -m mmfeat down
+
+clean:
+	-$(PY) -m mmfeat down
+	rm -rf .mmfeat models .pytest_cache .mypy_cache .ruff_cache

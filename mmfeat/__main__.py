@@ -1,0 +1,3 @@
+from mmfeat.cli import main
+
+main()

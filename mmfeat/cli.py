@@ -1,0 +1,191 @@
+"""`mmfeat`: bring services up and down, run the caption worker, produce and tail records.
+
+Every command reads the one Settings object (MMFEAT_* env vars, then flags) and prints a one-line
+error, never a traceback, for anything mmfeat raised on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from mmfeat.errors import MmfeatError
+from mmfeat.settings import Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Multimedia uploads to recommendation features, on Kafka and Triton.")
+console = Console(stderr=True)
+out = Console(highlight=False)
+
+_flags: dict[str, Any] = {}
+
+
+@app.callback()
+def _global(
+    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka bootstrap servers (default: the embedded broker)")] = None,
+    triton_url: Annotated[str | None, typer.Option(help="Triton gRPC host:port (default: the embedded server)")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="Where embedded services keep data, logs and pids")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    _flags.update(bootstrap_servers=bootstrap_servers, triton_url=triton_url, state_dir=state_dir)
+
+
+def settings(**overrides: Any) -> Settings:
+    from mmfeat.services import resolve
+
+    return resolve(load_settings(**_flags, **overrides))
+
+
+@app.command()
+def up(kafka: bool = True, triton: bool = True) -> None:
+    """Start the embedded Kafka broker and Triton server (idempotent) and create the topics."""
+    from mmfeat import services
+    from mmfeat.topics import create_topics
+
+    s = load_settings(**_flags)
+    services.up(s, kafka=kafka, triton=triton, log=console.print)
+    if kafka:
+        created = create_topics(services.resolve(s))
+        console.print(f"topics: created {', '.join(created)}" if created else "topics: all present")
+
+
+@app.command()
+def down() -> None:
+    """Stop exactly the services `mmfeat up` started."""
+    from mmfeat import services
+
+    services.down(load_settings(**_flags), log=console.print)
+
+
+@app.command()
+def worker(
+    idle_exit: Annotated[float | None, typer.Option(help="Exit after this many seconds without records")] = None,
+    max_records: Annotated[int | None, typer.Option(help="Exit after handling this many records")] = None,
+    group_id: Annotated[str | None, typer.Option(help="Consumer group (MMFEAT_GROUP_ID)")] = None,
+) -> None:
+    """Run the caption worker on media.uploads until stopped."""
+    from workers.worker import CaptionWorker
+
+    s = settings(group_id=group_id)
+    w = CaptionWorker(s)
+    console.print(f"worker: {s.uploads_topic} -> {s.features_topic} via Triton {s.triton_url} (group {s.group_id})")
+    stats = w.run(idle_exit_s=idle_exit, max_records=max_records)
+    console.print(f"worker: stopped; features={stats.features} deferred={stats.deferred} dlq={stats.dlq} dedupe_hits={stats.dedupe_hits}")
+
+
+@app.command()
+def produce(
+    images: Annotated[Path | None, typer.Option(help="A folder of images to upload (recursively)")] = None,
+    count: Annotated[int, typer.Option(help="How many uploads (synthetic, or at most this many images)")] = 100,
+    inline: Annotated[bool, typer.Option("--inline/--by-reference", help="Send image bytes, or file:// URIs")] = True,
+    seed: int = 0,
+    topic: Annotated[str | None, typer.Option(help="Target topic (default media.uploads)")] = None,
+) -> None:
+    """Send uploads: synthetic images, or real ones from --images DIR."""
+    from tqdm import tqdm
+
+    from mmfeat.produce import image_uploads, list_images, send_uploads, synthetic_uploads
+
+    s = settings()
+    if images is not None:
+        paths = list_images(images, count, seed)
+        if not paths:
+            raise MmfeatError(f"no images under {images}")
+        uploads = (u for u, _ in image_uploads(paths, inline=inline))
+        n = len(paths)
+    else:
+        uploads, n = synthetic_uploads(count, seed), count
+    with tqdm(total=n, desc="produce", unit="upload", file=sys.stderr) as bar:
+        sent = send_uploads(s, uploads, topic, progress=lambda k: bar.update(k - bar.n))
+    console.print(f"produce: {sent} upload(s) acknowledged on {topic or s.uploads_topic}")
+
+
+@app.command()
+def tail(
+    topic: Annotated[str, typer.Argument(help="Topic to read from the beginning")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per record: key, value, headers")] = False,
+    max_records: Annotated[int | None, typer.Option("--max", help="Stop after N records")] = None,
+    timeout: Annotated[float, typer.Option(help="Stop after S seconds without a new record")] = 5.0,
+    follow: Annotated[bool, typer.Option(help="Keep reading past the current end")] = False,
+) -> None:
+    """Decode and print a topic's records (like kcat -C / -J)."""
+    from mmfeat.kafka.reader import read_topic
+    from mmfeat.render import render_record
+
+    n = 0
+    for rec in read_topic(settings(), topic, max_records=max_records, timeout_s=timeout, follow=follow):
+        n += 1
+        if as_json:
+            print(json.dumps(rec.as_json(), sort_keys=True), flush=True)
+        else:
+            out.print(render_record(rec))
+    if not as_json:
+        console.print(f"tail: {n} record(s) from {topic}")
+
+
+@app.command("make-captioner")
+def make_captioner(out_dir: Annotated[Path, typer.Option("--out")] = Path("models/captioner"), seed: int = 0) -> None:
+    """Write the tiny UNTRAINED captioner (real BLIP-2 architecture, random weights) for tests and benchmarks."""
+    from mmfeat.captioner import make_untrained_captioner
+
+    m = make_untrained_captioner(out_dir, seed=seed)
+    console.print(f"captioner: wrote {out_dir} version={m.version} (untrained: captions are random words)")
+
+
+@app.command("train-tokenizers")
+def train_tokenizers(
+    out_dir: Annotated[Path | None, typer.Option("--out")] = None,
+    captions: Annotated[int, typer.Option(help="Corpus size")] = 20000,
+    vocab_size: int = 256,
+    seed: int = 0,
+) -> None:
+    """Train tokenizer A (SentencePiece) and tokenizer B (word vocabulary) on the caption corpus."""
+    from mmfeat.corpus import caption_corpus
+    from mmfeat.normalize import normalize_caption
+    from mmfeat.tokenizers import SP_FILE, WORD_FILE, build_word_vocab, train_sentencepiece
+
+    target = out_dir or load_settings(**_flags).tokenizer_dir
+    target.mkdir(parents=True, exist_ok=True)
+    corpus = [normalize_caption(c) for c in caption_corpus(captions, seed)]
+    train_sentencepiece(corpus, target / SP_FILE, vocab_size)
+    words = build_word_vocab(corpus, target / WORD_FILE)
+    console.print(f"tokenizers: wrote {target / SP_FILE} ({vocab_size} pieces) and {target / WORD_FILE} ({words} words)")
+
+
+@app.command()
+def demo(
+    images: Annotated[Path, typer.Option(help="Folder of real images")] = Path("/usr/share/openclipart/png"),
+    count: Annotated[int, typer.Option(help="How many images to upload")] = 300,
+    seed: int = 0,
+) -> None:
+    """Bring up fresh services, upload real images, caption them all, print features and a summary."""
+    from mmfeat.demo import run_demo
+
+    run_demo(load_settings(**_flags), images=images, count=count, seed=seed)
+
+
+@app.command()
+def bench(
+    which: Annotated[str, typer.Argument(help="worker | captioner")],
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("results"),
+    quick: bool = False,
+) -> None:
+    """Run a benchmark side by side with its baseline and write results/<name>.json."""
+    from bench import run as bench_run
+
+    path = bench_run.main(which, out_dir=out_dir, quick=quick)
+    console.print(f"bench: wrote {path}")
+
+
+def main() -> None:
+    try:
+        app()
+    except MmfeatError as e:
+        console.print(f"[red]error:[/red] {e}")
+        sys.exit(1)

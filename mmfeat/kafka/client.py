@@ -1,0 +1,179 @@
+"""Consumer, producer and admin construction, delivery tracking and error translation.
+
+This is the only module that knows librdkafka's dotted configuration keys.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from mmfeat.errors import KafkaIOError
+from mmfeat.settings import Settings
+
+Headers = list[tuple[str, bytes]]
+
+
+def connection_config(settings: Settings) -> dict[str, Any]:
+    """Map our settings onto librdkafka keys, in one place."""
+    if not settings.bootstrap_servers:
+        raise KafkaIOError("no Kafka broker: run `mmfeat up` or set MMFEAT_BOOTSTRAP_SERVERS")
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "security.protocol": settings.security_protocol,
+    }
+    if settings.sasl_mechanism:
+        conf["sasl.mechanism"] = settings.sasl_mechanism
+    if settings.sasl_username:
+        conf["sasl.username"] = settings.sasl_username
+    if settings.sasl_password:
+        conf["sasl.password"] = settings.sasl_password.get_secret_value()
+    return conf
+
+
+def make_consumer(settings: Settings, group_id: str, **extra: Any) -> Consumer:
+    """A consumer that never auto-commits: offsets are committed only after outputs are delivered."""
+    conf = connection_config(settings) | {
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "max.poll.interval.ms": 600_000,
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+    }
+    return Consumer(conf | extra)
+
+
+def make_producer(settings: Settings, **extra: Any) -> Producer:
+    """An idempotent producer (acks=all): a retry cannot duplicate or reorder within a partition."""
+    conf = connection_config(settings) | {
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "message.max.bytes": 16 * 1024 * 1024,
+    }
+    return Producer(conf | extra)
+
+
+def make_admin(settings: Settings) -> AdminClient:
+    return AdminClient(connection_config(settings) | {"log_level": 3})
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int = 4
+    compacted: bool = False
+
+    def new_topic(self) -> NewTopic:
+        config = {"cleanup.policy": "compact" if self.compacted else "delete", "max.message.bytes": "16777216"}
+        return NewTopic(self.name, num_partitions=self.partitions, replication_factor=1, config=config)
+
+
+def ensure_topics(settings: Settings, specs: Sequence[TopicSpec], timeout_s: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet; return the names created. Idempotent."""
+    admin = make_admin(settings)
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    missing = [s for s in specs if s.name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics([s.new_topic() for s in missing], operation_timeout=timeout_s)
+    created = []
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout=timeout_s)
+            created.append(name)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise KafkaIOError(f"cannot create topic {name}: {e.args[0].str()}") from e
+    return created
+
+
+def raise_on_error(msg: Message) -> None:
+    """Translate a consumed error message into our exception; partition EOF is not an error."""
+    err = msg.error()
+    if err is None or err.code() == KafkaError._PARTITION_EOF:
+        return
+    raise KafkaIOError(f"consume failed on {msg.topic()}[{msg.partition()}]: {err.str()}")
+
+
+@dataclass
+class OutRecord:
+    """One record to produce: topic, key, value, headers."""
+
+    topic: str
+    key: str
+    value: bytes
+    headers: Headers = field(default_factory=list)
+
+
+class DeliveryTracker:
+    """Produces a batch and waits until every record is acknowledged or one failed."""
+
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._errors: list[str] = []
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        with self._lock:
+            self._pending -= 1
+            if err is not None:
+                self._errors.append(f"{msg.topic()} key={msg.key()!r}: {err.str()}")
+
+    def produce_all(self, records: Iterable[OutRecord], timeout_s: float) -> int:
+        """Produce and flush; raise KafkaIOError unless every record was acknowledged in time."""
+        n = 0
+        for rec in records:
+            with self._lock:
+                self._pending += 1
+            while True:
+                try:
+                    self._producer.produce(
+                        rec.topic, key=rec.key.encode(), value=rec.value, headers=rec.headers, on_delivery=self._on_delivery
+                    )
+                    break
+                except BufferError:
+                    self._producer.poll(0.1)  # local queue full: serve callbacks, then retry
+            n += 1
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = self._producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
+            with self._lock:
+                pending, errors = self._pending, list(self._errors)
+            if errors:
+                self._errors.clear()
+                raise KafkaIOError(f"delivery failed for {len(errors)} record(s), first: {errors[0]}")
+            if pending == 0 and remaining == 0:
+                return n
+            if time.monotonic() >= deadline:
+                raise KafkaIOError(f"{pending} record(s) not acknowledged within {timeout_s:.0f}s")
+
+
+def commit_offsets(consumer: Consumer, messages: Sequence[Message]) -> None:
+    """Synchronously commit the offset after the last of ``messages`` in each partition."""
+    latest: dict[tuple[str, int], int] = {}
+    for m in messages:
+        tp = (m.topic(), m.partition())
+        latest[tp] = max(latest.get(tp, -1), m.offset())
+    if not latest:
+        return
+    offsets = [TopicPartition(t, p, o + 1) for (t, p), o in latest.items()]
+    try:
+        consumer.commit(offsets=offsets, asynchronous=False)
+    except KafkaException as e:
+        raise KafkaIOError(f"commit failed: {e.args[0].str()}") from e
+
+
+def decode_headers(msg: Message) -> dict[str, str]:
+    return {k: (v.decode("utf-8", "replace") if v is not None else "") for k, v in (msg.headers() or [])}

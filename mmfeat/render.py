@@ -1,0 +1,38 @@
+"""Human-readable rendering of mmfeat records for `mmfeat tail` and the demo."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from mmfeat.kafka.reader import TopicRecord
+from mmfeat.schemas import H_CAPTIONER, H_SCHEMA, H_TOKENIZERS
+
+
+def short_ids(ids: list[int], n: int = 12) -> str:
+    head = " ".join(map(str, ids[:n]))
+    return f"[{head}{' ...' if len(ids) > n else ''}] ({len(ids)})"
+
+
+def render_record(rec: TopicRecord) -> Text:
+    """One record as a few lines: where, key, and the fields that matter for its kind."""
+    value = rec.json_value()
+    t = Text()
+    t.append(f"{rec.topic}[{rec.partition}]@{rec.offset} ", style="dim")
+    t.append(f"key={rec.key}\n", style="bold")
+    if isinstance(value, dict) and "token_ids" in value:
+        t.append(f"  caption: {value['caption']!r}\n", style="green")
+        for name, ids in sorted(value["token_ids"].items()):
+            t.append(f"  {name:<8} {short_ids(ids)}\n")
+        t.append(f"  lineage: captioner={rec.headers.get(H_CAPTIONER)} schema={rec.headers.get(H_SCHEMA)}\n", style="dim")
+        t.append(f"           tokenizers={rec.headers.get(H_TOKENIZERS)}\n", style="dim")
+    elif isinstance(value, dict) and "error_message" in value:
+        t.append(f"  {value['reason']} ({value['error_class']}): {value['error_message']}\n", style="red")
+        t.append(f"  from {value['source_topic']}[{value['source_partition']}]@{value['source_offset']}\n", style="dim")
+    elif isinstance(value, dict) and "upload_json" in value:
+        t.append(f"  deferred ({value['reason']}) from {value['source']} at {value['deferred_at']}\n", style="yellow")
+    elif isinstance(value, dict):
+        shown = {k: (v[:40] + "..." if isinstance(v, str) and len(v) > 60 else v) for k, v in value.items()}
+        t.append(f"  {shown}\n")
+    else:
+        t.append(f"  {value!r}\n")
+    return t

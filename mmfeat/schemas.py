@@ -1,0 +1,138 @@
+"""Versioned record contracts shared by producers, the worker, the tail command and tests.
+
+Values are JSON. Upload records are validated strictly (unknown fields and wrong types are
+errors); feature records are deterministic per (item, captioner version, tokenizer versions) so
+a redelivered upload overwrites its feature record with the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mmfeat.errors import SchemaError
+
+SCHEMA_VERSION = 1
+ITEM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
+
+# Header names carried on feature records (lineage) and on DLQ/deferred records.
+H_CAPTIONER = "mmfeat-captioner-version"
+H_TOKENIZERS = "mmfeat-tokenizer-versions"
+H_SCHEMA = "mmfeat-schema-version"
+H_FEATURED_AT = "mmfeat-featured-at"
+H_SOURCE = "mmfeat-source"
+H_DEDUPE = "mmfeat-dedupe"
+H_REASON = "mmfeat-reason"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class UploadV1(_Record):
+    """A new upload on ``media.uploads`` (key = item_id). Exactly one of media_uri / media_b64."""
+
+    schema_version: Literal[1] = 1
+    item_id: str = Field(pattern=ITEM_ID_PATTERN)
+    owner_id: str = Field(min_length=1, max_length=128)
+    media_type: Literal["image"]
+    media_uri: str | None = Field(default=None, max_length=2048)
+    media_b64: str | None = None
+    text: str = Field(default="", max_length=5000)
+    created_at: datetime
+
+    @model_validator(mode="after")
+    def _one_media_source(self) -> UploadV1:
+        if (self.media_uri is None) == (self.media_b64 is None):
+            raise ValueError("exactly one of media_uri and media_b64 must be set")
+        if self.created_at.tzinfo is None:
+            raise ValueError("created_at must carry a timezone (ISO-8601 with offset or Z)")
+        return self
+
+    def inline_bytes(self) -> bytes:
+        """The decoded inline media; a SchemaError if it is not valid base64."""
+        assert self.media_b64 is not None
+        try:
+            return base64.b64decode(self.media_b64, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise SchemaError("media_b64 is not valid base64") from e
+
+
+class FeatureRecordV1(_Record):
+    """A token-ID feature record on ``media.item-features.v1`` (compacted, key = item_id)."""
+
+    schema_version: Literal[1] = 1
+    item_id: str
+    owner_id: str
+    caption: str
+    caption_raw: str
+    token_ids: dict[str, list[int]]
+    captioner_version: str
+    tokenizer_versions: dict[str, str]
+    content_sha256: str
+    upload_created_at: datetime
+
+
+class DeferredRecordV1(_Record):
+    """An upload the gate deferred (budget overflow), verbatim so it can be replayed."""
+
+    schema_version: Literal[1] = 1
+    item_id: str
+    reason: str
+    upload_json: str
+    source: str
+    deferred_at: datetime
+
+
+class DlqRecordV1(_Record):
+    """A record that could not become a feature, with why, and the raw bytes so nothing is lost."""
+
+    schema_version: Literal[1] = 1
+    item_id: str | None
+    reason: str
+    error_class: str
+    error_message: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    raw_key_b64: str | None
+    raw_value_b64: str | None  # None when over 1 MiB: the record stays at its source coordinates
+    raw_value_size: int
+    failed_at: datetime
+
+
+def parse_upload(raw: bytes) -> UploadV1:
+    """Validate a raw upload value; raise SchemaError with a one-line reason."""
+    try:
+        return UploadV1.model_validate_json(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        if first["type"] == "json_invalid":
+            raise SchemaError(f"not valid JSON: {first['msg']}", reason="bad_json") from e
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise SchemaError(f"{where}: {first['msg']}") from e
+
+
+def peek_item_id(raw: bytes | None) -> str | None:
+    """Best-effort item id of a record that failed validation, for error messages."""
+    if not raw:
+        return None
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    item = obj.get("item_id") if isinstance(obj, dict) else None
+    return item if isinstance(item, str) and len(item) <= 128 else None
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")

@@ -1,0 +1,1 @@
+"""The caption worker: media.uploads -> Triton captioner -> media.item-features.v1."""

@@ -1,0 +1,75 @@
+"""The gate's two decisions, with no Kafka in them: has this content been captioned already
+(dedupe by content hash, in a RocksDB store via rocksdict), and may we spend a captioner call
+on it now (a token-bucket budget whose overflow is deferred, never dropped)?
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rocksdict import Rdict
+
+from mmfeat.captioner import Caption
+
+
+def content_key(media: bytes, prompt: str) -> str:
+    """Dedupe key: the same bytes with the same prompt get the same caption."""
+    h = hashlib.sha256(media)
+    if prompt:
+        h.update(b"\0prompt\0" + prompt.encode())
+    return h.hexdigest()
+
+
+class TokenBucket:
+    """``rate`` tokens per second up to ``burst``; ``try_take`` never blocks."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self._clock = rate, float(burst), clock
+        self._tokens = float(burst)
+        self._last = clock()
+
+    def try_take(self, n: float = 1.0) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= n:
+            self._tokens -= n
+            return True
+        return False
+
+
+@dataclass(frozen=True)
+class CachedCaption:
+    captioner_version: str
+    caption: Caption
+
+
+class DedupeStore:
+    """content key -> the caption a given captioner version produced for it."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = Rdict(str(path))
+
+    def get(self, key: str, captioner_version: str | None) -> Caption | None:
+        """A cached caption, only if it came from ``captioner_version`` (the one serving now)."""
+        if captioner_version is None:
+            return None
+        raw = self._db.get(key)
+        if raw is None:
+            return None
+        entry = json.loads(raw)
+        if entry["v"] != captioner_version:
+            return None
+        return Caption(text=entry["text"], token_ids=list(entry["ids"]))
+
+    def put(self, key: str, captioner_version: str, caption: Caption) -> None:
+        self._db[key] = json.dumps({"v": captioner_version, "text": caption.text, "ids": caption.token_ids})
+
+    def close(self) -> None:
+        self._db.close()

@@ -39,9 +39,8 @@ def run_demo(base: Settings, *, images: Path, count: int, seed: int) -> None:
         raise services.ServiceError(f"{images} not found: install Debian's openclipart-png or pass --images DIR")
     state = base.state_dir / "demo"
     shutil.rmtree(state, ignore_errors=True)  # each demo is a fresh world: new broker storage, new dedupe store
-    ports = {k: services.free_port() for k in services.DEFAULT_PORTS}
-    s = base.model_copy(update={"state_dir": state, "allowed_roots": [images.resolve()]})
-    services.up(s, ports=ports, log=console.print)
+    s = services.with_free_ports(base).model_copy(update={"state_dir": state, "allowed_roots": [images.resolve()]})
+    services.up(s, log=console.print)
     try:
         s = services.resolve(s)
         create_topics(s)

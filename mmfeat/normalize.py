@@ -80,5 +80,9 @@ def normalize_caption(text: str, max_words: int = 32) -> str:
     text = _NON_WORD.sub(" ", text).replace("_", " ")
     words = [w.strip("'") for w in _SPACES.split(text)]
     words = [w for w in words if w]
-    words = _drop_repeats(_strip_prefixes(words))
+    while True:  # collapsing a stutter can expose boilerplate ("image image of a dog") and vice versa
+        cleaned = _drop_repeats(_strip_prefixes(words))
+        if cleaned == words:
+            break
+        words = cleaned
     return " ".join(words[:max_words])

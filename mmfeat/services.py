@@ -31,7 +31,7 @@ from mmfeat.settings import PROJECT_ROOT, Settings
 KAFKA_VERSION = "4.1.1"
 KAFKA_POM = PROJECT_ROOT / "deploy" / "kafka" / "pom.xml"
 ENDPOINTS = "endpoints.json"
-DEFAULT_PORTS = {"kafka": 19092, "kafka_controller": 19093, "triton_http": 18000, "triton_grpc": 18001, "triton_metrics": 18002}
+PORT_SETTINGS = ("kafka_port", "kafka_controller_port", "triton_http_port", "triton_grpc_port", "triton_metrics_port")
 
 KAFKA_PROPERTIES = """\
 process.roles=broker,controller
@@ -268,6 +268,14 @@ def pid_alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
 
 
+def _runs(pid: int, marker: str) -> bool:
+    """Whether ``pid`` is still the process we started (pids are reused)."""
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
 def stop_pid(pid: int, timeout_s: float = 20.0) -> None:
     """SIGTERM the process group we started, then SIGKILL whatever is left after ``timeout_s``."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -313,19 +321,44 @@ def resolve(settings: Settings) -> Settings:
     )
 
 
-def up(settings: Settings, *, model_repositories: Sequence[Path] | None = None, ports: dict[str, int] | None = None,
-       kafka: bool = True, triton: bool = True, log: object = print) -> Endpoints:
+def with_free_ports(settings: Settings) -> Settings:
+    """The same settings with every embedded-service port moved to a free one (tests, demo)."""
+    return settings.model_copy(update={name: free_port() for name in PORT_SETTINGS})
+
+
+def render_model_repository(dst: Path, model_dir: Path, *, name: str = "captioner", config_overrides: str = "",
+                            replace: dict[str, str] | None = None) -> Path:
+    """Write a model repository serving ``model_dir`` with the captioner's model.py and config.
+
+    ``replace`` substitutes text in config.pbtxt (say, to turn dynamic batching off) and
+    ``config_overrides`` appends to it; the model folder is named ``name``.
+    """
+    src = PROJECT_ROOT / "triton_models" / "captioner"
+    config = (src / "config.pbtxt").read_text().replace('name: "captioner"', f'name: "{name}"')
+    config = config.replace('string_value: "../../models/captioner"', f'string_value: "{model_dir.resolve()}"')
+    for old, new in (replace or {}).items():
+        if old not in config:
+            raise ServiceError(f"config.pbtxt has no {old!r} to replace")
+        config = config.replace(old, new)
+    target = dst / name
+    (target / "1").mkdir(parents=True, exist_ok=True)
+    (target / "config.pbtxt").write_text(config + config_overrides)
+    shutil.copy2(src / "1" / "model.py", target / "1" / "model.py")
+    return dst
+
+
+def up(settings: Settings, *, model_repositories: Sequence[Path] | None = None, kafka: bool = True, triton: bool = True,
+       log: object = print) -> Endpoints:
     """Start the embedded broker and Triton unless running or named by settings; idempotent."""
     assert callable(log)
-    ports = DEFAULT_PORTS | (ports or {})
     state = settings.state_dir
     ep = Endpoints.load(state)
     if kafka and settings.bootstrap_servers:
         log(f"kafka: using {settings.bootstrap_servers} (MMFEAT_BOOTSTRAP_SERVERS), starting nothing")
-    elif kafka and ep.kafka_pid and pid_alive(ep.kafka_pid) and ep.bootstrap_servers and kafka_ready(ep.bootstrap_servers):
+    elif kafka and ep.kafka_pid and _runs(ep.kafka_pid, "kafka.Kafka") and ep.bootstrap_servers and kafka_ready(ep.bootstrap_servers):
         log(f"kafka: already running at {ep.bootstrap_servers} (pid {ep.kafka_pid})")
     elif kafka:
-        plan = KafkaPlan(state / "kafka", ports["kafka"], ports["kafka_controller"])
+        plan = KafkaPlan(state / "kafka", settings.kafka_port, settings.kafka_controller_port)
         if _port_open(plan.port):
             raise ServiceError(f"port {plan.port} is taken by another process; stop it or set MMFEAT_BOOTSTRAP_SERVERS")
         log(f"kafka: starting Apache Kafka {KAFKA_VERSION} (KRaft) on {plan.bootstrap} ...")
@@ -336,11 +369,11 @@ def up(settings: Settings, *, model_repositories: Sequence[Path] | None = None, 
         log(f"kafka: ready at {plan.bootstrap} (pid {proc.pid})")
     if triton and settings.triton_url:
         log(f"triton: using {settings.triton_url} (MMFEAT_TRITON_URL), starting nothing")
-    elif triton and ep.triton_pid and pid_alive(ep.triton_pid) and ep.triton_http and triton_ready(ep.triton_http):
+    elif triton and ep.triton_pid and _runs(ep.triton_pid, "tritonserver") and ep.triton_http and triton_ready(ep.triton_http):
         log(f"triton: already running at {ep.triton_url} (pid {ep.triton_pid})")
     elif triton:
-        repos = tuple(model_repositories or (PROJECT_ROOT / "triton_models",))
-        tplan = TritonPlan(state / "triton", repos, ports["triton_http"], ports["triton_grpc"], ports["triton_metrics"])
+        repos = tuple(model_repositories or (settings.model_repository,))
+        tplan = TritonPlan(state / "triton", repos, settings.triton_http_port, settings.triton_grpc_port, settings.triton_metrics_port)
         for port in (tplan.http_port, tplan.grpc_port, tplan.metrics_port):
             if _port_open(port):
                 raise ServiceError(f"port {port} is taken by another process; stop it or set MMFEAT_TRITON_URL")
@@ -357,8 +390,8 @@ def down(settings: Settings, log: object = print) -> None:
     """Stop exactly the processes `up` recorded in the state directory."""
     assert callable(log)
     ep = Endpoints.load(settings.state_dir)
-    for name, pid in (("triton", ep.triton_pid), ("kafka", ep.kafka_pid)):
-        if pid and pid_alive(pid):
+    for name, pid, marker in (("triton", ep.triton_pid, "tritonserver"), ("kafka", ep.kafka_pid, "kafka.Kafka")):
+        if pid and pid_alive(pid) and _runs(pid, marker):
             log(f"{name}: stopping pid {pid}")
             stop_pid(pid)
         elif pid:

@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     triton_url: str | None = Field(default=None, description="Triton gRPC endpoint, host:port")
     state_dir: Path = PROJECT_ROOT / ".mmfeat"
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "mmfeat")
+    model_repository: Path = PROJECT_ROOT / "triton_models"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    triton_http_port: int = 18000
+    triton_grpc_port: int = 18001
+    triton_metrics_port: int = 18002
 
     # Kafka security, mapped onto librdkafka's dotted keys in mmfeat.kafka.config.
     security_protocol: str = "PLAINTEXT"

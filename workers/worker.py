@@ -253,10 +253,18 @@ class CaptionWorker:
     def stop(self, *_: object) -> None:
         self._stop = True
 
-    def run(self, *, idle_exit_s: float | None = None, max_records: int | None = None, on_batch: Callable[[Stats], None] | None = None) -> Stats:
+    def run(
+        self,
+        *,
+        idle_exit_s: float | None = None,
+        max_records: int | None = None,
+        on_batch: Callable[[Stats], None] | None = None,
+        install_signals: bool = True,
+    ) -> Stats:
         """Consume until stopped (SIGTERM/SIGINT), idle for ``idle_exit_s``, or ``max_records`` handled."""
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
+        if install_signals:
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
         self.consumer.subscribe([self.s.uploads_topic], on_assign=self._on_assign)
         last_record = time.monotonic()
         try:

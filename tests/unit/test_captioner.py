@@ -1,0 +1,39 @@
+"""The untrained captioner directory: real BLIP-2 architecture, batched and deterministic."""
+
+import glob
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mmfeat.captioner import CaptionerRuntime, make_untrained_captioner, read_manifest
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> CaptionerRuntime:
+    d = tmp_path_factory.mktemp("captioner")
+    make_untrained_captioner(d)
+    return CaptionerRuntime(d)
+
+
+def images(n: int) -> list[Image.Image]:
+    return [Image.new("RGB", (64 + 7 * i, 48), ((37 * i) % 256, (91 * i) % 256, (53 * i) % 256)) for i in range(n)]
+
+
+def test_manifest_is_labelled_untrained_and_reproducible(tmp_path: Path, runtime: CaptionerRuntime) -> None:
+    m = make_untrained_captioner(tmp_path)
+    assert m.trained is False and m.version.startswith("untrained-tiny@")
+    assert read_manifest(tmp_path) == m == runtime.manifest  # same seed, same weights, same version
+    assert type(runtime.model).__name__ == "Blip2ForConditionalGeneration"
+    assert runtime.model.config.text_config.model_type == "llama"
+
+
+def test_one_batched_generate_is_deterministic_and_batch_invariant(runtime: CaptionerRuntime) -> None:
+    imgs = images(6)
+    batch = runtime.caption(imgs, [""] * 6)
+    assert len(batch) == 6
+    for cap in batch:
+        assert 0 < len(cap.token_ids) <= runtime.manifest.max_new_tokens
+        assert cap.text
+    singles = [runtime.caption([img], [""])[0] for img in imgs]
+    assert singles == batch

@@ -1,0 +1,49 @@
+import json
+from datetime import UTC, datetime
+
+from mmfeat.captioner import Caption
+from mmfeat.features import FeatureBuilder, encode_feature, lineage_headers
+from mmfeat.normalize import normalize_caption
+from mmfeat.schemas import UploadV1
+from mmfeat.settings import ASSETS
+from mmfeat.tokenizers import load_tokenizers
+
+NAMES = ["sp", "word", "hash", "decoder"]
+
+
+def builder() -> FeatureBuilder:
+    return FeatureBuilder(load_tokenizers(NAMES, ASSETS / "tokenizers", 1 << 20), NAMES, 32)
+
+
+def upload() -> UploadV1:
+    return UploadV1(item_id="i1", owner_id="o1", media_type="image", media_b64="eA==", created_at=datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_feature_record_tokenizes_the_normalized_caption() -> None:
+    b = builder()
+    cap = Caption(text="A picture of a dog a dog next to a cat", token_ids=[9, 8, 7])
+    rec = b.build(upload(), cap, "cap-v1", "sha")
+    assert rec.caption == normalize_caption(cap.text) == "a dog next to a cat"
+    assert rec.caption_raw == cap.text
+    assert rec.token_ids["sp"] == b.tokenizers["sp"].encode("a dog next to a cat")
+    assert rec.token_ids["word"] == b.tokenizers["word"].encode("a dog next to a cat")
+    assert len(rec.token_ids["hash"]) == 6
+    assert rec.token_ids["decoder"] == [9, 8, 7]
+    assert rec.tokenizer_versions["decoder"] == "cap-v1"
+    assert rec.tokenizer_versions["sp"] == b.tokenizers["sp"].version
+
+
+def test_encoding_is_deterministic_bytes() -> None:
+    cap = Caption(text="two cats", token_ids=[1])
+    a = encode_feature(builder().build(upload(), cap, "v", "sha"))
+    b = encode_feature(builder().build(upload(), cap, "v", "sha"))
+    assert a == b
+    assert json.loads(a)["item_id"] == "i1"
+
+
+def test_lineage_headers() -> None:
+    rec = builder().build(upload(), Caption(text="a cat", token_ids=[]), "cap-v1", "sha")
+    headers = dict(lineage_headers(rec))
+    assert headers["mmfeat-captioner-version"] == b"cap-v1"
+    assert headers["mmfeat-schema-version"] == b"1"
+    assert b"sp=sp-unigram-256@" in headers["mmfeat-tokenizer-versions"]

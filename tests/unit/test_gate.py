@@ -1,0 +1,43 @@
+from pathlib import Path
+
+from mmfeat.captioner import Caption
+from workers.gate import DedupeStore, TokenBucket, content_key
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_token_bucket_allows_burst_then_refills_at_rate() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=2.0, burst=3, clock=clock)
+    assert [bucket.try_take() for _ in range(4)] == [True, True, True, False]
+    clock.t += 0.5  # one token back
+    assert bucket.try_take() is True
+    assert bucket.try_take() is False
+    clock.t += 100  # refill caps at burst
+    assert sum(bucket.try_take() for _ in range(10)) == 3
+
+
+def test_content_key_depends_on_bytes_and_prompt() -> None:
+    assert content_key(b"abc", "") == content_key(b"abc", "")
+    assert content_key(b"abc", "") != content_key(b"abd", "")
+    assert content_key(b"abc", "") != content_key(b"abc", "describe")
+
+
+def test_dedupe_store_only_answers_for_the_same_captioner_version(tmp_path: Path) -> None:
+    store = DedupeStore(tmp_path / "dedupe")
+    cap = Caption(text="a dog", token_ids=[5, 6])
+    store.put("k1", "v1", cap)
+    assert store.get("k1", "v1") == cap
+    assert store.get("k1", "v2") is None  # a new captioner must caption again
+    assert store.get("k1", None) is None  # version not known yet in this process
+    assert store.get("k2", "v1") is None
+    store.close()
+    reopened = DedupeStore(tmp_path / "dedupe")  # persists across restarts
+    assert reopened.get("k1", "v1") == cap
+    reopened.close()

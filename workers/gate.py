@@ -56,6 +56,9 @@ class DedupeStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = Rdict(str(path))
 
+    def has(self, key: str) -> bool:
+        return key in self._db
+
     def get(self, key: str, captioner_version: str | None) -> Caption | None:
         """A cached caption, only if it came from ``captioner_version`` (the one serving now)."""
         if captioner_version is None:

@@ -106,5 +106,18 @@ class TritonCaptioner:
                 out[i] = CaptionRejected(f"captioner failed {self.retries + 1} times on this image", reason="caption_failed")
         return [r for r in out if r is not None]
 
+    def probe_version(self) -> str:
+        """The version of the captioner serving now, from one tiny request (used before trusting a cache)."""
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (255, 255, 255)).save(buf, "PNG")
+        res = self.caption_many([(buf.getvalue(), "")])[0]
+        if not isinstance(res, CaptionResult):
+            raise CaptionerUnavailable(f"Triton at {self.url} cannot caption a probe image: {res}")
+        return res.captioner_version
+
     def close(self) -> None:
         self._client.close()

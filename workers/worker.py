@@ -159,6 +159,8 @@ class CaptionWorker:
         pending = [a for a in admitted if isinstance(a, Pending)]
         # Dedupe: the store first, then identical content within this batch shares one request.
         to_caption: dict[str, list[Pending]] = {}
+        if self.captioner_version is None and any(self.dedupe.has(p.key) for p in pending):
+            self.captioner_version = self.captioner.probe_version()  # a cache entry is only good for this version
         for p in pending:
             cached = self.dedupe.get(p.key, self.captioner_version)
             if cached is not None:
@@ -278,7 +280,9 @@ class CaptionWorker:
                         log.warning("consumer: %s", err.str())
                 batch = [m for m in batch if m.error() is None]
                 if not batch:
-                    if idle_exit_s is not None and time.monotonic() - last_record > idle_exit_s:
+                    if not self.consumer.assignment():
+                        last_record = time.monotonic()  # idle only counts once partitions are ours
+                    elif idle_exit_s is not None and time.monotonic() - last_record > idle_exit_s:
                         break
                     continue
                 last_record = time.monotonic()

@@ -1,0 +1,181 @@
+"""Integration fixtures: ONE real Kafka broker and ONE real Triton server per test session
+(or the ones named by MMFEAT_BOOTSTRAP_SERVERS / MMFEAT_TRITON_URL), unique topics and group per test."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from mmfeat import services
+from mmfeat.captioner import make_untrained_captioner
+from mmfeat.kafka.client import TopicSpec, ensure_topics, make_consumer
+from mmfeat.kafka.reader import TopicRecord, read_topic
+from mmfeat.settings import Settings, load_settings
+from workers.worker import CaptionWorker, Stats
+
+OPENCLIPART = Path("/usr/share/openclipart/png")
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Stack:
+    settings: Settings
+    model_dir: Path
+    model_repository: Path
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    state = tmp_path_factory.mktemp("stack")
+    model_dir = state / "captioner-untrained"
+    make_untrained_captioner(model_dir)
+    repo = services.render_model_repository(state / "model_repository", model_dir)
+    s = services.with_free_ports(load_settings(state_dir=state))
+    services.up(s, model_repositories=[repo], log=print)
+    try:
+        yield Stack(services.resolve(s), model_dir, repo)
+    finally:
+        services.down(s, log=print)
+
+
+@pytest.fixture
+def settings(stack: Stack, tmp_path: Path) -> Settings:
+    """Settings with topics and a consumer group of this test's own, created with 2 partitions."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    s = stack.settings.model_copy(
+        update={
+            "uploads_topic": f"{prefix}.media.uploads",
+            "features_topic": f"{prefix}.media.item-features.v1",
+            "deferred_topic": f"{prefix}.media.uploads.deferred",
+            "dlq_topic": f"{prefix}.media.uploads.dlq",
+            "group_id": f"{prefix}-worker",
+            "dedupe_path": tmp_path / "dedupe",
+            "allowed_roots": [OPENCLIPART, tmp_path],
+            "batch_size": 8,
+            "triton_retries": 1,
+        }
+    )
+    ensure_topics(
+        s,
+        [
+            TopicSpec(s.uploads_topic, 2),
+            TopicSpec(s.features_topic, 2, compacted=True),
+            TopicSpec(s.deferred_topic, 2),
+            TopicSpec(s.dlq_topic, 2),
+        ],
+    )
+    return s
+
+
+def small_images(n: int, seed: int = 0, max_bytes: int = 60_000) -> list[Path]:
+    """``n`` distinct real openclipart drawings under ``max_bytes`` (fast to caption, distinct content)."""
+    assert OPENCLIPART.is_dir(), "Debian's openclipart-png is needed (make sysdeps installs it)"
+    files = sorted(p for p in OPENCLIPART.glob("*/*.png") if not p.is_symlink() and p.stat().st_size <= max_bytes)
+    rng = random.Random(seed)
+    rng.shuffle(files)
+    seen: set[bytes] = set()
+    out = []
+    for f in files:
+        data = f.read_bytes()
+        if data not in seen:
+            seen.add(data)
+            out.append(f)
+        if len(out) == n:
+            return out
+    raise AssertionError(f"only {len(out)} images found")
+
+
+def records(s: Settings, topic: str) -> list[TopicRecord]:
+    return list(read_topic(s, topic, timeout_s=5))
+
+
+def by_key(recs: list[TopicRecord]) -> dict[str, TopicRecord]:
+    return {r.key: r for r in recs if r.key is not None}
+
+
+def topic_size(s: Settings, topic: str) -> int:
+    """Records written to ``topic`` so far (sum of high watermarks)."""
+    c = make_consumer(s, "mmfeat-probe")
+    try:
+        meta = c.list_topics(topic, timeout=5).topics[topic]
+        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1] for p in meta.partitions)
+    finally:
+        c.close()
+
+
+def committed_lag(s: Settings) -> int:
+    """How many upload records the worker group has not committed past."""
+    c = make_consumer(s, s.group_id)
+    try:
+        meta = c.list_topics(s.uploads_topic, timeout=5).topics[s.uploads_topic]
+        parts = [TopicPartition(s.uploads_topic, p) for p in meta.partitions]
+        lag = 0
+        for tp in c.committed(parts, timeout=10):
+            high = c.get_watermark_offsets(tp, timeout=5)[1]
+            lag += high - max(tp.offset, 0)
+        return lag
+    finally:
+        c.close()
+
+
+def wait_for(cond: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class WorkerThread:
+    """A CaptionWorker running in a thread of the test process (so monkeypatches apply to it)."""
+
+    def __init__(self, s: Settings, **run_kwargs: Any) -> None:
+        self.worker = CaptionWorker(s)
+        self.stats: Stats | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, kwargs=run_kwargs, daemon=True)
+        self._thread.start()
+
+    def _run(self, **kw: Any) -> None:
+        try:
+            self.stats = self.worker.run(install_signals=False, **kw)
+        except BaseException as e:  # surfaced by join()
+            self.error = e
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout_s: float) -> Stats:
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self.worker.stop()
+            self._thread.join(30)
+            raise AssertionError(f"worker still running after {timeout_s}s")
+        if self.error is not None:
+            raise self.error
+        assert self.stats is not None
+        return self.stats
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """MMFEAT_* env vars that reproduce ``s`` in a subprocess."""
+    env = {}
+    for name, value in s.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = json.dumps([str(v) for v in value])
+        env[f"MMFEAT_{name.upper()}"] = str(value)
+    return env

@@ -1,0 +1,79 @@
+"""Faults: SIGKILL of a worker mid-batch, and Triton stopped and restarted mid-run, lose nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mmfeat import services
+from mmfeat.produce import image_uploads, send_uploads
+from mmfeat.settings import PROJECT_ROOT, Settings
+from tests.integration.conftest import Stack, WorkerThread, by_key, committed_lag, records, settings_env, small_images, topic_size, wait_for
+
+
+def start_worker(s: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings_env(s), "PYTHONPATH": str(PROJECT_ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "mmfeat", "worker", *args], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def test_sigkill_mid_batch_then_restart_loses_nothing(settings: Settings, tmp_path: Path) -> None:
+    s = settings.model_copy(update={"batch_size": 4})
+    n = 120
+    uploads = [u for u, _ in image_uploads(small_images(n, seed=5), inline=True, prefix="kill")]
+    send_uploads(s, iter(uploads))
+    log = tmp_path / "worker.log"
+    proc = start_worker(s, log)
+    wait_for(lambda: topic_size(s, s.features_topic) >= 12, 120, "the first feature records")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    at_kill = topic_size(s, s.features_topic)
+    assert at_kill < n, "worker finished before it could be killed; the test proves nothing"
+    assert committed_lag(s) > 0
+
+    restarted = start_worker(s, log, "--idle-exit", "8")
+    assert restarted.wait(240) == 0, log.read_text()[-2000:]
+
+    feats = records(s, s.features_topic)
+    latest = by_key(feats)
+    assert set(latest) == {u.item_id for u in uploads}  # nothing lost
+    # redelivered uploads rewrote the same value: at-least-once delivery, deterministic records
+    values: dict[str, set[bytes]] = {}
+    for r in feats:
+        values.setdefault(r.key or "", set()).add(r.value or b"")
+    assert all(len(v) == 1 for v in values.values())
+    assert records(s, s.dlq_topic) == [] and records(s, s.deferred_topic) == []
+    assert committed_lag(s) == 0
+
+
+def test_triton_stopped_and_restarted_mid_run_loses_nothing(stack: Stack, settings: Settings, tmp_path: Path) -> None:
+    # A Triton of this test's own: stopping the session's server would break other tests.
+    own = services.with_free_ports(settings.model_copy(update={"state_dir": tmp_path / "own", "triton_url": None}))
+    ep = services.up(own, model_repositories=[stack.model_repository], kafka=False, log=print)
+    try:
+        s = settings.model_copy(update={"triton_url": ep.triton_url, "batch_size": 4, "triton_unavailable_backoff_s": 0.2})
+        n = 60
+        uploads = [u for u, _ in image_uploads(small_images(n, seed=6), inline=True, prefix="tri")]
+        send_uploads(s, iter(uploads))
+        worker = WorkerThread(s, max_records=n, idle_exit_s=120)
+        wait_for(lambda: topic_size(s, s.features_topic) >= 8, 120, "the first feature records")
+        assert ep.triton_pid is not None
+        services.stop_pid(ep.triton_pid)
+        before = topic_size(s, s.features_topic)
+        time.sleep(4)
+        assert worker.alive(), "the worker must wait for Triton, not exit"
+        assert topic_size(s, s.dlq_topic) == 0, "Triton being down is not the records' fault"
+        assert topic_size(s, s.features_topic) - before <= s.batch_size  # consumption paused
+        assert before < n
+
+        ep = services.up(own, model_repositories=[stack.model_repository], kafka=False, log=print)
+        stats = worker.join(240)
+        assert stats.dlq == 0 and stats.features == n
+        assert set(by_key(records(s, s.features_topic))) == {u.item_id for u in uploads}
+        assert records(s, s.dlq_topic) == []
+        assert committed_lag(s) == 0
+    finally:
+        services.down(own, log=print)

@@ -1,0 +1,86 @@
+"""Uploads in, feature records out, on the real broker and the real Triton server."""
+
+from __future__ import annotations
+
+from mmfeat.captioner import CaptionerRuntime, read_manifest
+from mmfeat.imaging import decode_rgb
+from mmfeat.normalize import normalize_caption
+from mmfeat.produce import image_uploads, send_uploads
+from mmfeat.schemas import H_CAPTIONER, H_DEDUPE, H_SCHEMA, H_SOURCE, H_TOKENIZERS, DeferredRecordV1, FeatureRecordV1, UploadV1
+from mmfeat.settings import Settings
+from mmfeat.tokenizers import load_tokenizers
+from tests.integration.conftest import Stack, WorkerThread, by_key, committed_lag, records, small_images
+
+
+def test_n_uploads_give_n_feature_records(stack: Stack, settings: Settings) -> None:
+    paths = small_images(24, seed=1)
+    pairs = list(image_uploads(paths[:12], inline=True, prefix="inl")) + list(image_uploads(paths[12:], inline=False, prefix="ref"))
+    uploads = {u.item_id: u for u, _ in pairs}
+    assert send_uploads(settings, iter(uploads.values())) == 24
+
+    stats = WorkerThread(settings, max_records=24, idle_exit_s=60).join(180)
+    assert (stats.features, stats.deferred, stats.dlq) == (24, 0, 0)
+
+    feats = records(settings, settings.features_topic)
+    assert len(feats) == 24
+    assert set(by_key(feats)) == set(uploads)
+    assert records(settings, settings.dlq_topic) == [] and records(settings, settings.deferred_topic) == []
+    assert committed_lag(settings) == 0
+
+    # The worker publishes what the model says: the same captions, computed offline in one batch.
+    runtime = CaptionerRuntime(stack.model_dir)
+    order = sorted(uploads)
+    path_of = {u.item_id: p for (u, _), p in zip(pairs, paths, strict=True)}
+    expected = runtime.caption([decode_rgb(path_of[i].read_bytes(), 10**8) for i in order], [""] * len(order))
+    toks = load_tokenizers(["sp", "word", "hash"], settings.tokenizer_dir, settings.hash_buckets)
+    version = read_manifest(stack.model_dir).version
+    for item_id, cap in zip(order, expected, strict=True):
+        rec = by_key(feats)[item_id]
+        value = FeatureRecordV1.model_validate_json(rec.value or b"")
+        assert value.item_id == item_id and value.owner_id == uploads[item_id].owner_id
+        assert value.caption_raw == cap.text
+        assert value.caption == normalize_caption(cap.text)
+        assert value.token_ids["decoder"] == cap.token_ids
+        for name, tok in toks.items():
+            assert value.token_ids[name] == tok.encode(value.caption), name
+            assert value.tokenizer_versions[name] == tok.version
+        assert rec.headers[H_CAPTIONER] == version == value.captioner_version
+        assert rec.headers[H_SCHEMA] == "1"
+        assert f"sp={toks['sp'].version}" in rec.headers[H_TOKENIZERS]
+        assert rec.headers[H_SOURCE].startswith(f"{settings.uploads_topic}[") and rec.headers[H_SOURCE].endswith(f"item={item_id}")
+
+
+def test_budget_overflow_is_deferred_not_dropped(settings: Settings) -> None:
+    s = settings.model_copy(update={"budget_rate_per_s": 0.0001, "budget_burst": 3})
+    uploads = [u for u, _ in image_uploads(small_images(8, seed=2), inline=True, prefix="bud")]
+    send_uploads(s, iter(uploads))
+    stats = WorkerThread(s, max_records=8, idle_exit_s=60).join(120)
+    assert (stats.features, stats.deferred, stats.dlq) == (3, 5, 0)
+    deferred = records(s, s.deferred_topic)
+    assert len(deferred) == 5
+    featured = set(by_key(records(s, s.features_topic)))
+    sent = {u.item_id: u for u in uploads}
+    for rec in deferred:
+        d = DeferredRecordV1.model_validate_json(rec.value or b"")
+        assert d.reason == "budget" and rec.key == d.item_id and d.item_id not in featured
+        # the deferred record carries the upload verbatim, ready to be replayed
+        assert UploadV1.model_validate_json(d.upload_json).media_b64 == sent[d.item_id].media_b64
+    assert featured | {r.key for r in deferred} == set(sent)
+
+
+def test_identical_content_is_captioned_once(settings: Settings) -> None:
+    path = small_images(1, seed=3)[0]
+    first = [u for u, _ in image_uploads([path, path, path], inline=True, prefix="dupA")]
+    send_uploads(settings, iter(first))
+    stats = WorkerThread(settings, max_records=3, idle_exit_s=60).join(120)
+    assert stats.features == 3 and stats.dedupe_hits == 2
+    # a later upload of the same bytes is answered from the dedupe store
+    second = [u.model_copy(update={"item_id": "dupB-0"}) for u in first[:1]]
+    send_uploads(settings, iter(second))
+    stats2 = WorkerThread(settings, max_records=1, idle_exit_s=60).join(120)
+    feats = by_key(records(settings, settings.features_topic))
+    assert set(feats) == {"dupA-000000", "dupA-000001", "dupA-000002", "dupB-0"}
+    captions = {FeatureRecordV1.model_validate_json(r.value or b"").caption_raw for r in feats.values()}
+    assert len(captions) == 1
+    assert sorted(r.headers[H_DEDUPE] for r in feats.values()) == ["hit", "hit", "hit", "miss"]
+    assert stats2.features == 1 and stats2.dedupe_hits == 1

@@ -71,17 +71,33 @@ def make_untrained_captioner(out_dir: Path, *, seed: int = 0, hidden: int = 64, 
     num_query_tokens = 8
     config = Blip2Config(
         vision_config=Blip2VisionConfig(
-            hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2, num_attention_heads=4,
-            image_size=image_size, patch_size=16,
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=image_size,
+            patch_size=16,
         ).to_dict(),
         qformer_config=Blip2QFormerConfig(
-            hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2, num_attention_heads=4,
-            encoder_hidden_size=hidden, cross_attention_frequency=1, vocab_size=len(vocab),
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            encoder_hidden_size=hidden,
+            cross_attention_frequency=1,
+            vocab_size=len(vocab),
         ).to_dict(),
         text_config=LlamaConfig(
-            vocab_size=len(vocab), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-            bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"], pad_token_id=vocab["<pad>"],
+            vocab_size=len(vocab),
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=128,
+            bos_token_id=vocab["<s>"],
+            eos_token_id=vocab["</s>"],
+            pad_token_id=vocab["<pad>"],
         ).to_dict(),
         num_query_tokens=num_query_tokens,
         image_token_index=vocab[IMAGE_TOKEN],
@@ -95,8 +111,11 @@ def make_untrained_captioner(out_dir: Path, *, seed: int = 0, hidden: int = 64, 
     processor.save_pretrained(out_dir)
     weights = b"".join(p.read_bytes() for p in sorted(out_dir.glob("*.safetensors")))
     manifest = Manifest(
-        name="untrained-tiny", version=f"untrained-tiny@{hashlib.sha256(weights).hexdigest()[:8]}", trained=False,
-        max_new_tokens=12, image_size=image_size,
+        name="untrained-tiny",
+        version=f"untrained-tiny@{hashlib.sha256(weights).hexdigest()[:8]}",
+        trained=False,
+        max_new_tokens=12,
+        image_size=image_size,
     )
     (out_dir / MANIFEST).write_text(json.dumps(manifest.__dict__, indent=2))
     return manifest
@@ -121,7 +140,8 @@ class CaptionerRuntime:
         self.device = device
         self.processor = AutoProcessor.from_pretrained(model_dir)
         self.processor.tokenizer.padding_side = "left"  # decoder-only generation pads on the left
-        self.model = Blip2ForConditionalGeneration.from_pretrained(model_dir).to(device).eval()
+        model = Blip2ForConditionalGeneration.from_pretrained(model_dir)
+        self.model = model.to(device).eval()  # type: ignore[arg-type]  # transformers' stubs type .to() oddly
 
     @property
     def version(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +19,12 @@ from rich.console import Console
 from mmfeat.errors import MmfeatError
 from mmfeat.settings import Settings, load_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Multimedia uploads to recommendation features, on Kafka and Triton.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Multimedia uploads to recommendation features, on Kafka and Triton.",
+)
 console = Console(stderr=True)
 out = Console(highlight=False)
 
@@ -32,7 +38,9 @@ def _global(
     state_dir: Annotated[Path | None, typer.Option(help="Where embedded services keep data, logs and pids")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     _flags.update(bootstrap_servers=bootstrap_servers, triton_url=triton_url, state_dir=state_dir)
 
 
@@ -91,8 +99,10 @@ def produce(
     from tqdm import tqdm
 
     from mmfeat.produce import image_uploads, list_images, send_uploads, synthetic_uploads
+    from mmfeat.schemas import UploadV1
 
     s = settings()
+    uploads: Iterator[UploadV1]
     if images is not None:
         paths = list_images(images, count, seed)
         if not paths:
@@ -162,12 +172,13 @@ def train_tokenizers(
 def demo(
     images: Annotated[Path, typer.Option(help="Folder of real images")] = Path("/usr/share/openclipart/png"),
     count: Annotated[int, typer.Option(help="How many images to upload")] = 300,
+    rate: Annotated[float, typer.Option(help="Uploads per second")] = 30.0,
     seed: int = 0,
 ) -> None:
     """Bring up fresh services, upload real images, caption them all, print features and a summary."""
     from mmfeat.demo import run_demo
 
-    run_demo(load_settings(**_flags), images=images, count=count, seed=seed)
+    run_demo(load_settings(**_flags), images=images, count=count, seed=seed, rate=rate)
 
 
 @app.command()

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import shutil
-import statistics
 import sys
+import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -17,12 +18,13 @@ from tqdm import tqdm
 from mmfeat import services
 from mmfeat.kafka.reader import read_topic
 from mmfeat.produce import image_uploads, list_images, send_uploads
-from mmfeat.render import short_ids
-from mmfeat.schemas import H_FEATURED_AT
+from mmfeat.render import caption_grid, short_ids
+from mmfeat.schemas import H_FEATURED_AT, UploadV1
 from mmfeat.settings import Settings
 from mmfeat.topics import create_topics
+from workers.worker import BackgroundWorker, CaptionWorker
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -32,14 +34,29 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def run_demo(base: Settings, *, images: Path, count: int, seed: int) -> None:
-    from workers.worker import CaptionWorker
+def paced_uploads(uploads: Iterator[UploadV1], rate: float) -> Iterator[UploadV1]:
+    start = time.monotonic()
+    for i, up in enumerate(uploads):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        yield up
+
+
+def wait_for_assignment(worker: CaptionWorker, timeout_s: float = 60) -> None:
+    if not worker.assigned.wait(timeout_s):
+        raise services.ServiceError(f"the worker got no partitions within {timeout_s:.0f}s")
+
+
+def run_demo(base: Settings, *, images: Path, count: int, seed: int, rate: float = 30.0) -> Path:
+    """Run the demo; return the path of the caption grid PNG it wrote."""
 
     if not images.is_dir():
         raise services.ServiceError(f"{images} not found: install Debian's openclipart-png or pass --images DIR")
     state = base.state_dir / "demo"
     shutil.rmtree(state, ignore_errors=True)  # each demo is a fresh world: new broker storage, new dedupe store
-    s = services.with_free_ports(base).model_copy(update={"state_dir": state, "allowed_roots": [images.resolve()]})
+    quiet = {"kafka_log_level": 3}  # start-up and shutdown chatter would bury the demo's output
+    s = services.with_free_ports(base).model_copy(update={"state_dir": state, "allowed_roots": [images.resolve()], **quiet})
     services.up(s, log=console.print)
     try:
         s = services.resolve(s)
@@ -47,11 +64,19 @@ def run_demo(base: Settings, *, images: Path, count: int, seed: int) -> None:
         paths = list_images(images, count, seed)
         pairs = list(image_uploads(paths, inline=False, prefix="demo"))
         names = {src.item_id: src.name for _, src in pairs}
-        with tqdm(total=len(pairs), desc="upload", unit="img", file=sys.stderr) as bar:
-            send_uploads(s, (u for u, _ in pairs), progress=lambda k: bar.update(k - bar.n))
-        worker = CaptionWorker(s)
-        with tqdm(total=len(pairs), desc="caption", unit="img", file=sys.stderr) as bar:
-            stats = worker.run(max_records=len(pairs), idle_exit_s=60, on_batch=lambda st: bar.update(st.handled - bar.n))
+        # The worker runs first and uploads arrive at a steady rate, as live traffic would, so the
+        # latency below is upload-to-feature, not time spent waiting behind a pre-loaded backlog.
+        background = BackgroundWorker(s, max_records=len(pairs), idle_exit_s=120)
+        wait_for_assignment(background.worker)
+        with tqdm(total=len(pairs), desc="upload+caption", unit="img", file=sys.stderr) as bar:
+            paced = paced_uploads((u for u, _ in pairs), rate)
+            send_uploads(s, paced, progress=lambda k: bar.set_postfix(sent=k), chunk=10)
+            while background.alive():
+                bar.update(background.worker.stats.handled - bar.n)
+                time.sleep(0.2)
+            stats = background.join(60)
+            bar.update(stats.handled - bar.n)
+        worker = background.worker
         features = {r.key: r for r in read_topic(s, s.features_topic, timeout_s=5)}
         dlq = list(read_topic(s, s.dlq_topic, timeout_s=5))
         deferred = list(read_topic(s, s.deferred_topic, timeout_s=5))
@@ -61,7 +86,13 @@ def run_demo(base: Settings, *, images: Path, count: int, seed: int) -> None:
         latencies = []
         for item_id, rec in sorted(features.items()):
             v = rec.json_value()
-            table.add_row(item_id, names.get(item_id or "", "?"), v["caption"], short_ids(v["token_ids"]["sp"], 8), short_ids(v["token_ids"]["word"], 8))
+            table.add_row(
+                item_id,
+                names.get(item_id or "", "?"),
+                v["caption"],
+                short_ids(v["token_ids"]["sp"], 8),
+                short_ids(v["token_ids"]["word"], 8),
+            )
             featured_at = datetime.fromisoformat(rec.headers[H_FEATURED_AT])
             latencies.append((featured_at - datetime.fromisoformat(v["upload_created_at"])).total_seconds())
         console.print(table)
@@ -70,12 +101,26 @@ def run_demo(base: Settings, *, images: Path, count: int, seed: int) -> None:
             v = r.json_value()
             console.print(f"[red]DLQ[/red] {v['item_id']} {names.get(v['item_id'], '?')}: {v['reason']}: {v['error_message'][:120]}")
         console.rule("summary")
-        console.print(f"uploads sent: {len(pairs)}   features: {len(features)}   deferred: {len(deferred)}   DLQ: {len(dlq)} {dict(reasons)}")
-        console.print(f"worker: dedupe hits {stats.dedupe_hits}; captioner {worker.captioner_version} (untrained default until the trained captioner lands)")
+        console.print(
+            f"uploads sent: {len(pairs)}   features: {len(features)}   deferred: {len(deferred)}   DLQ: {len(dlq)} {dict(reasons)}"
+        )
+        console.print(
+            f"worker: dedupe hits {stats.dedupe_hits}; captioner {worker.captioner_version}"
+            " (the untrained default until the trained captioner lands)"
+        )
         if latencies:
-            console.print(f"upload-to-feature latency: p50 {percentile(latencies, 50):.2f}s  p95 {percentile(latencies, 95):.2f}s  (n={len(latencies)})")
+            console.print(
+                f"upload-to-feature latency: p50 {percentile(latencies, 50):.2f}s"
+                f"  p95 {percentile(latencies, 95):.2f}s  (n={len(latencies)})"
+            )
+        path_of = {u.item_id: p for (u, _), p in zip(pairs, paths, strict=True)}
+        shown = sorted(k for k in features if k)[:16]
+        grid = caption_grid([(path_of[k], features[k].json_value()["caption"]) for k in shown], base.state_dir / "demo-captions.png")
+        console.print(f"caption grid: {grid}")
         lost = len(pairs) - len(features) - len(deferred) - len(dlq)
-        console.print("nothing lost: every upload has exactly one outcome" if lost == 0 else f"[red]{lost} upload(s) without an outcome[/red]")
+        console.print(
+            "nothing lost: every upload has exactly one outcome" if lost == 0 else f"[red]{lost} upload(s) without an outcome[/red]"
+        )
     finally:
-        services.down(s.model_copy(update={"state_dir": state}), log=console.print)
-
+        services.down(s, log=console.print)
+    return grid

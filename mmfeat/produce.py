@@ -37,21 +37,28 @@ def list_images(root: Path, limit: int | None = None, seed: int = 0) -> list[Pat
 
 def synthetic_png(rng: random.Random, size: int = 96) -> bytes:
     """A small PNG of a few coloured shapes: cheap, valid, distinct per seed."""
-    img = Image.new("RGB", (size, size), tuple(rng.randrange(256) for _ in range(3)))  # type: ignore[arg-type]
+    img = Image.new("RGB", (size, size), tuple(rng.randrange(256) for _ in range(3)))
     draw = ImageDraw.Draw(img)
     for _ in range(rng.randint(1, 4)):
         x0, y0 = rng.randrange(size - 20), rng.randrange(size - 20)
         box = (x0, y0, x0 + rng.randint(10, size - x0), y0 + rng.randint(10, size - y0))
         colour = tuple(rng.randrange(256) for _ in range(3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)  # type: ignore[arg-type]
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
 
 
 def upload_for_file(path: Path, item_id: str, owner_id: str, *, inline: bool, created_at: datetime | None = None) -> UploadV1:
-    media = {"media_b64": base64.b64encode(path.read_bytes()).decode()} if inline else {"media_uri": path.resolve().as_uri()}
-    return UploadV1(item_id=item_id, owner_id=owner_id, media_type="image", text=path.stem, created_at=created_at or now_utc(), **media)
+    return UploadV1(
+        item_id=item_id,
+        owner_id=owner_id,
+        media_type="image",
+        media_b64=base64.b64encode(path.read_bytes()).decode() if inline else None,
+        media_uri=None if inline else path.resolve().as_uri(),
+        text=path.stem,
+        created_at=created_at or now_utc(),
+    )
 
 
 def synthetic_uploads(n: int, seed: int = 0, prefix: str = "syn") -> Iterator[UploadV1]:
@@ -70,21 +77,27 @@ def image_uploads(paths: Sequence[Path], *, inline: bool, prefix: str = "img") -
         yield upload_for_file(path, item_id, f"owner-{i % 50}", inline=inline), UploadSource(item_id, f"{path.parent.name}/{path.name}")
 
 
-def send_uploads(settings: Settings, uploads: Iterator[UploadV1], topic: str | None = None, progress: Callable[[int], None] | None = None) -> int:
+def send_uploads(
+    settings: Settings,
+    uploads: Iterator[UploadV1],
+    topic: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    chunk: int = 50,
+) -> int:
     """Produce uploads keyed by item_id, created_at stamped as they are sent; return the count acknowledged."""
     producer = make_producer(settings)
     tracker = DeliveryTracker(producer)
     total = 0
-    chunk: list[OutRecord] = []
+    pending: list[OutRecord] = []
     for up in uploads:
         up = up.model_copy(update={"created_at": now_utc()})
-        chunk.append(OutRecord(topic or settings.uploads_topic, up.item_id, up.model_dump_json(exclude_none=True).encode()))
-        if len(chunk) >= 50:
-            total += tracker.produce_all(chunk, settings.delivery_timeout_s)
-            chunk = []
+        pending.append(OutRecord(topic or settings.uploads_topic, up.item_id, up.model_dump_json(exclude_none=True).encode()))
+        if len(pending) >= chunk:
+            total += tracker.produce_all(pending, settings.delivery_timeout_s)
+            pending = []
             if progress:
                 progress(total)
-    total += tracker.produce_all(chunk, settings.delivery_timeout_s)
+    total += tracker.produce_all(pending, settings.delivery_timeout_s)
     if progress:
         progress(total)
     return total

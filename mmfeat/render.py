@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import textwrap
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
 from rich.text import Text
 
+from mmfeat.imaging import decode_rgb
 from mmfeat.kafka.reader import TopicRecord
 from mmfeat.schemas import H_CAPTIONER, H_SCHEMA, H_TOKENIZERS
 
@@ -36,3 +41,22 @@ def render_record(rec: TopicRecord) -> Text:
     else:
         t.append(f"  {value!r}\n")
     return t
+
+
+def caption_grid(items: list[tuple[Path, str]], out: Path, cols: int = 4, tile: int = 200) -> Path:
+    """A PNG grid of images with their captions underneath, for a person to look at."""
+    rows = max(1, -(-len(items) // cols))
+    text_h = 56
+    sheet = Image.new("RGB", (cols * tile, rows * (tile + text_h)), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=13)
+    for i, (path, caption) in enumerate(items):
+        x, y = (i % cols) * tile, (i // cols) * (tile + text_h)
+        img = decode_rgb(path.read_bytes(), 10**9, max_side=tile - 10)
+        sheet.paste(img, (x + (tile - img.width) // 2, y + (tile - img.height) // 2))
+        lines = textwrap.wrap(caption or "(empty)", 28)[:3]
+        draw.multiline_text((x + 6, y + tile + 2), "\n".join(lines), fill="black", font=font, spacing=2)
+        draw.rectangle((x, y, x + tile - 1, y + tile + text_h - 1), outline=(210, 210, 210))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out

@@ -103,8 +103,17 @@ def kafka_libs(cache_dir: Path) -> Path:
     tmp = libs.with_name("libs.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     _run(
-        ["mvn", "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
-         f"-Dkafka.version={KAFKA_VERSION}", f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"],
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(KAFKA_POM),
+            "dependency:copy-dependencies",
+            f"-Dkafka.version={KAFKA_VERSION}",
+            f"-DoutputDirectory={tmp}",
+            "-DincludeScope=runtime",
+        ],
         "resolving the Kafka jars from Maven Central",
     )
     tmp.rename(libs)
@@ -326,8 +335,9 @@ def with_free_ports(settings: Settings) -> Settings:
     return settings.model_copy(update={name: free_port() for name in PORT_SETTINGS})
 
 
-def render_model_repository(dst: Path, model_dir: Path, *, name: str = "captioner", config_overrides: str = "",
-                            replace: dict[str, str] | None = None) -> Path:
+def render_model_repository(
+    dst: Path, model_dir: Path, *, name: str = "captioner", config_overrides: str = "", replace: dict[str, str] | None = None
+) -> Path:
     """Write a model repository serving ``model_dir`` with the captioner's model.py and config.
 
     ``replace`` substitutes text in config.pbtxt (say, to turn dynamic batching off) and
@@ -347,8 +357,9 @@ def render_model_repository(dst: Path, model_dir: Path, *, name: str = "captione
     return dst
 
 
-def up(settings: Settings, *, model_repositories: Sequence[Path] | None = None, kafka: bool = True, triton: bool = True,
-       log: object = print) -> Endpoints:
+def up(
+    settings: Settings, *, model_repositories: Sequence[Path] | None = None, kafka: bool = True, triton: bool = True, log: object = print
+) -> Endpoints:
     """Start the embedded broker and Triton unless running or named by settings; idempotent."""
     assert callable(log)
     state = settings.state_dir

@@ -33,8 +33,11 @@ UNK_WORD_ID = 1
 
 
 class Tokenizer(Protocol):
-    name: str
-    version: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
 
     def encode(self, text: str) -> list[int]: ...
 

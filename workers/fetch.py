@@ -99,7 +99,9 @@ def fetch_media(upload: UploadV1, policy: FetchPolicy) -> bytes:
         with _OPENER.open(urllib.request.Request(target.url, headers={"User-Agent": "mmfeat"}), timeout=policy.timeout_s) as resp:
             length = resp.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > policy.max_bytes:
-                raise MediaRejected(f"{target.url} declares {length} bytes, over the {policy.max_bytes}-byte limit", reason="media_too_large")
+                raise MediaRejected(
+                    f"{target.url} declares {length} bytes, over the {policy.max_bytes}-byte limit", reason="media_too_large"
+                )
             return _read_capped(resp, policy.max_bytes, target.url)
     except urllib.error.HTTPError as e:
         raise FetchError(f"GET {target.url} answered HTTP {e.code}", reason="fetch_failed") from e

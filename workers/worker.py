@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,12 +21,14 @@ from typing import Any
 from confluent_kafka import Message, TopicPartition
 
 from mmfeat.errors import CaptionerUnavailable, KafkaIOError, RecordError, RecordRef
-from mmfeat.imaging import probe_image
 from mmfeat.features import FeatureBuilder, encode_feature, lineage_headers
+from mmfeat.imaging import probe_image
 from mmfeat.kafka.client import (
     DeliveryTracker,
+    Headers,
     OutRecord,
     commit_offsets,
+    coords,
     make_consumer,
     make_producer,
     raise_on_error,
@@ -86,15 +89,20 @@ class CaptionWorker:
         self.s = settings
         self.policy = FetchPolicy.of(settings.allowed_roots, settings.allowed_hosts, settings.max_media_bytes, settings.fetch_timeout_s)
         self.builder = FeatureBuilder(
-            load_tokenizers(settings.tokenizers, settings.tokenizer_dir, settings.hash_buckets), settings.tokenizers, settings.caption_max_words
+            load_tokenizers(settings.tokenizers, settings.tokenizer_dir, settings.hash_buckets),
+            settings.tokenizers,
+            settings.caption_max_words,
         )
         self.budget = TokenBucket(settings.budget_rate_per_s, settings.budget_burst, clock)
-        self.captioner = TritonCaptioner(settings.triton_url, settings.triton_model, timeout_s=settings.triton_timeout_s, retries=settings.triton_retries)
+        self.captioner = TritonCaptioner(
+            settings.triton_url, settings.triton_model, timeout_s=settings.triton_timeout_s, retries=settings.triton_retries
+        )
         self.dedupe = DedupeStore(settings.dedupe_store)
         self.stats = Stats()
         self.captioner_version: str | None = None
         self._stop = False
         self._paused = False
+        self.assigned = threading.Event()  # set once the group hands this worker its first partitions
         self.consumer = make_consumer(settings, settings.group_id)
         self.producer = make_producer(settings)
         self.tracker = DeliveryTracker(self.producer)
@@ -112,8 +120,10 @@ class CaptionWorker:
         log.warning("DLQ %s: %s: %s", ref, err.reason, err)
         self.stats.dlq += 1
         self.stats.dlq_reasons[err.reason] += 1
-        headers = [(H_SOURCE, str(ref).encode()), (H_REASON, err.reason.encode())]
-        return OutRecord(self.s.dlq_topic, ref.item_id or (msg.key() or b"").decode("utf-8", "replace"), rec.model_dump_json().encode(), headers)
+        headers: Headers = [(H_SOURCE, str(ref).encode()), (H_REASON, err.reason.encode())]
+        return OutRecord(
+            self.s.dlq_topic, ref.item_id or (msg.key() or b"").decode("utf-8", "replace"), rec.model_dump_json().encode(), headers
+        )
 
     def _deferred(self, p: Pending) -> OutRecord:
         rec = DeferredRecordV1(
@@ -121,12 +131,18 @@ class CaptionWorker:
         )
         log.info("deferred %s: captioner budget exhausted", p.ref)
         self.stats.deferred += 1
-        return OutRecord(self.s.deferred_topic, p.upload.item_id, rec.model_dump_json().encode(), [(H_SOURCE, str(p.ref).encode()), (H_REASON, b"budget")])
+        return OutRecord(
+            self.s.deferred_topic,
+            p.upload.item_id,
+            rec.model_dump_json().encode(),
+            [(H_SOURCE, str(p.ref).encode()), (H_REASON, b"budget")],
+        )
 
     def _feature(self, p: Pending) -> OutRecord:
         assert p.result is not None
         record = self.builder.build(p.upload, p.result.caption, p.result.captioner_version, p.key)
-        headers = lineage_headers(record) + [
+        headers: Headers = [
+            *lineage_headers(record),
             (H_FEATURED_AT, now_utc().isoformat().encode()),
             (H_SOURCE, str(p.ref).encode()),
             (H_DEDUPE, b"hit" if p.dedupe_hit else b"miss"),
@@ -138,13 +154,15 @@ class CaptionWorker:
 
     def _admit(self, msg: Message) -> Pending | OutRecord:
         """Validate and fetch one record; bad input becomes its DLQ record here."""
-        ref = RecordRef(msg.topic(), msg.partition(), msg.offset(), peek_item_id(msg.value()))
+        ref = RecordRef(*coords(msg), peek_item_id(msg.value()))
         try:
             raw = msg.value()
             if raw is None:
                 raise RecordError("record has no value (tombstone)", reason="schema")
             if len(raw) > self.s.max_media_bytes * 2:
-                raise RecordError(f"record is {len(raw)} bytes, over the {self.s.max_media_bytes * 2}-byte limit", reason="record_too_large")
+                raise RecordError(
+                    f"record is {len(raw)} bytes, over the {self.s.max_media_bytes * 2}-byte limit", reason="record_too_large"
+                )
             upload = parse_upload(raw)
             ref = RecordRef(ref.topic, ref.partition, ref.offset, upload.item_id)
             media = fetch_media(upload, self.policy)
@@ -198,6 +216,8 @@ class CaptionWorker:
     # ---- the loop -----------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        if partitions:
+            self.assigned.set()
         if self._paused:  # partitions handed over while Triton is down stay paused too
             consumer.pause(partitions)
 
@@ -210,7 +230,7 @@ class CaptionWorker:
         while not self._stop and not self.captioner.ready():
             msg = self.consumer.poll(min(delay, 5.0))
             if msg is not None and msg.error() is None:  # from a partition assigned meanwhile: put it back
-                tp = TopicPartition(msg.topic(), msg.partition(), msg.offset())
+                tp = TopicPartition(*coords(msg))
                 self.consumer.pause([tp])
                 self.consumer.seek(tp)
             delay = min(delay * 2, 10.0)
@@ -223,7 +243,8 @@ class CaptionWorker:
         """Seek each partition back to the first record of a batch whose outputs were not delivered."""
         first: dict[tuple[str, int], int] = {}
         for m in batch:
-            first.setdefault((m.topic(), m.partition()), m.offset())
+            topic, partition, offset = coords(m)
+            first.setdefault((topic, partition), offset)
         for (t, p), o in first.items():
             try:
                 self.consumer.seek(TopicPartition(t, p, o))
@@ -302,3 +323,35 @@ class CaptionWorker:
             self.producer.flush(10)
             self.captioner.close()
             self.dedupe.close()
+
+
+class BackgroundWorker:
+    """A CaptionWorker on a thread of this process (the demo, tests and benchmarks); ``join`` re-raises."""
+
+    def __init__(self, settings: Settings, **run_kwargs: Any) -> None:
+        self.worker = CaptionWorker(settings)
+        self.stats: Stats | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, kwargs=run_kwargs, name="caption-worker", daemon=True)
+        self._thread.start()
+
+    def _run(self, **kwargs: Any) -> None:
+        try:
+            self.stats = self.worker.run(install_signals=False, **kwargs)
+        except BaseException as e:  # handed to the caller by join()
+            self.error = e
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout_s: float) -> Stats:
+        """Wait for the run to end; stop it and raise if it is still going after ``timeout_s``."""
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self.worker.stop()
+            self._thread.join(30)
+            raise TimeoutError(f"caption worker still running after {timeout_s:.0f}s")
+        if self.error is not None:
+            raise self.error
+        assert self.stats is not None
+        return self.stats

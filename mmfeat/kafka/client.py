@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from mmfeat.errors import KafkaIOError
 from mmfeat.settings import Settings
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 def connection_config(settings: Settings) -> dict[str, Any]:
@@ -27,6 +27,7 @@ def connection_config(settings: Settings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "security.protocol": settings.security_protocol,
+        "log_level": settings.kafka_log_level,
     }
     if settings.sasl_mechanism:
         conf["sasl.mechanism"] = settings.sasl_mechanism
@@ -65,7 +66,7 @@ def make_producer(settings: Settings, **extra: Any) -> Producer:
 
 
 def make_admin(settings: Settings) -> AdminClient:
-    return AdminClient(connection_config(settings) | {"log_level": 3})
+    return AdminClient(connection_config(settings) | {"log_level": min(settings.kafka_log_level, 3)})
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,13 @@ def ensure_topics(settings: Settings, specs: Sequence[TopicSpec], timeout_s: flo
             if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise KafkaIOError(f"cannot create topic {name}: {e.args[0].str()}") from e
     return created
+
+
+def coords(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed record; always set on a record without an error."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
 
 
 def raise_on_error(msg: Message) -> None:
@@ -164,8 +172,8 @@ def commit_offsets(consumer: Consumer, messages: Sequence[Message]) -> None:
     """Synchronously commit the offset after the last of ``messages`` in each partition."""
     latest: dict[tuple[str, int], int] = {}
     for m in messages:
-        tp = (m.topic(), m.partition())
-        latest[tp] = max(latest.get(tp, -1), m.offset())
+        topic, partition, offset = coords(m)
+        latest[(topic, partition)] = max(latest.get((topic, partition), -1), offset)
     if not latest:
         return
     offsets = [TopicPartition(t, p, o + 1) for (t, p), o in latest.items()]
@@ -176,4 +184,8 @@ def commit_offsets(consumer: Consumer, messages: Sequence[Message]) -> None:
 
 
 def decode_headers(msg: Message) -> dict[str, str]:
-    return {k: (v.decode("utf-8", "replace") if v is not None else "") for k, v in (msg.headers() or [])}
+    out: dict[str, str] = {}
+    headers = cast(list[tuple[str, bytes | None]], msg.headers() or [])
+    for k, v in headers:
+        out[k] = v.decode("utf-8", "replace") if isinstance(v, bytes) else (v or "")
+    return out

@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from mmfeat.errors import KafkaIOError
-from mmfeat.kafka.client import connection_config, decode_headers
+from mmfeat.kafka.client import connection_config, coords, decode_headers
 from mmfeat.settings import Settings
 
 
@@ -41,10 +41,12 @@ class TopicRecord:
         }  # fmt: skip
 
 
-def read_topic(settings: Settings, topic: str, *, max_records: int | None = None, timeout_s: float = 10.0, follow: bool = False) -> Iterator[TopicRecord]:
+def read_topic(
+    settings: Settings, topic: str, *, max_records: int | None = None, timeout_s: float = 10.0, follow: bool = False
+) -> Iterator[TopicRecord]:
     """Records of ``topic`` from the start. Stops at the end offsets seen when it began (unless
     ``follow``), after ``max_records``, or when nothing new arrives for ``timeout_s`` seconds."""
-    consumer = Consumer(connection_config(settings) | {"group.id": "mmfeat-reader", "enable.auto.commit": False, "log_level": 3})
+    consumer = Consumer(connection_config(settings) | {"group.id": "mmfeat-reader", "enable.auto.commit": False})
     try:
         meta = consumer.list_topics(topic, timeout=10)
         tmeta = meta.topics.get(topic)
@@ -65,11 +67,13 @@ def read_topic(settings: Settings, topic: str, *, max_records: int | None = None
             if msg.error() is not None:
                 continue
             last = time.monotonic()
-            p, off = msg.partition(), msg.offset()
+            _, p, off = coords(msg)
             if off + 1 >= ends.get(p, 0):
                 todo.discard(p)
             key = msg.key()
             n += 1
-            yield TopicRecord(topic, p, off, msg.timestamp()[1], key.decode("utf-8", "replace") if key else None, msg.value(), decode_headers(msg))
+            yield TopicRecord(
+                topic, p, off, msg.timestamp()[1], key.decode("utf-8", "replace") if key else None, msg.value(), decode_headers(msg)
+            )
     finally:
         consumer.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +20,6 @@ from mmfeat.captioner import make_untrained_captioner
 from mmfeat.kafka.client import TopicSpec, ensure_topics, make_consumer
 from mmfeat.kafka.reader import TopicRecord, read_topic
 from mmfeat.settings import Settings, load_settings
-from workers.worker import CaptionWorker, Stats
 
 OPENCLIPART = Path("/usr/share/openclipart/png")
 
@@ -136,37 +134,6 @@ def wait_for(cond: Any, timeout_s: float, what: str) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-class WorkerThread:
-    """A CaptionWorker running in a thread of the test process (so monkeypatches apply to it)."""
-
-    def __init__(self, s: Settings, **run_kwargs: Any) -> None:
-        self.worker = CaptionWorker(s)
-        self.stats: Stats | None = None
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, kwargs=run_kwargs, daemon=True)
-        self._thread.start()
-
-    def _run(self, **kw: Any) -> None:
-        try:
-            self.stats = self.worker.run(install_signals=False, **kw)
-        except BaseException as e:  # surfaced by join()
-            self.error = e
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def join(self, timeout_s: float) -> Stats:
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            self.worker.stop()
-            self._thread.join(30)
-            raise AssertionError(f"worker still running after {timeout_s}s")
-        if self.error is not None:
-            raise self.error
-        assert self.stats is not None
-        return self.stats
 
 
 def settings_env(s: Settings) -> dict[str, str]:

@@ -20,7 +20,8 @@ from PIL import Image
 from mmfeat.kafka.client import DeliveryTracker, OutRecord, make_producer
 from mmfeat.schemas import DlqRecordV1, FeatureRecordV1
 from mmfeat.settings import Settings
-from tests.integration.conftest import WorkerThread, by_key, records, small_images
+from tests.integration.conftest import by_key, records, small_images
+from workers.worker import BackgroundWorker
 
 
 def upload(item_id: str, **fields: Any) -> dict[str, Any]:
@@ -102,7 +103,7 @@ def test_malformed_records_go_to_the_dlq_and_the_worker_keeps_going(
     producer.produce(s.uploads_topic, key=b"tombstone", value=None)
     producer.flush(10)
 
-    stats = WorkerThread(s, max_records=len(cases), idle_exit_s=60).join(180)
+    stats = BackgroundWorker(s, max_records=len(cases), idle_exit_s=60).join(180)
     assert stats.handled == len(cases)
 
     dlq = records(s, s.dlq_topic)

@@ -12,7 +12,8 @@ from pathlib import Path
 from mmfeat import services
 from mmfeat.produce import image_uploads, send_uploads
 from mmfeat.settings import PROJECT_ROOT, Settings
-from tests.integration.conftest import Stack, WorkerThread, by_key, committed_lag, records, settings_env, small_images, topic_size, wait_for
+from tests.integration.conftest import Stack, by_key, committed_lag, records, settings_env, small_images, topic_size, wait_for
+from workers.worker import BackgroundWorker
 
 
 def start_worker(s: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -58,7 +59,7 @@ def test_triton_stopped_and_restarted_mid_run_loses_nothing(stack: Stack, settin
         n = 60
         uploads = [u for u, _ in image_uploads(small_images(n, seed=6), inline=True, prefix="tri")]
         send_uploads(s, iter(uploads))
-        worker = WorkerThread(s, max_records=n, idle_exit_s=120)
+        worker = BackgroundWorker(s, max_records=n, idle_exit_s=120)
         wait_for(lambda: topic_size(s, s.features_topic) >= 8, 120, "the first feature records")
         assert ep.triton_pid is not None
         services.stop_pid(ep.triton_pid)

@@ -9,7 +9,8 @@ from mmfeat.produce import image_uploads, send_uploads
 from mmfeat.schemas import H_CAPTIONER, H_DEDUPE, H_SCHEMA, H_SOURCE, H_TOKENIZERS, DeferredRecordV1, FeatureRecordV1, UploadV1
 from mmfeat.settings import Settings
 from mmfeat.tokenizers import load_tokenizers
-from tests.integration.conftest import Stack, WorkerThread, by_key, committed_lag, records, small_images
+from tests.integration.conftest import Stack, by_key, committed_lag, records, small_images
+from workers.worker import BackgroundWorker
 
 
 def test_n_uploads_give_n_feature_records(stack: Stack, settings: Settings) -> None:
@@ -18,7 +19,7 @@ def test_n_uploads_give_n_feature_records(stack: Stack, settings: Settings) -> N
     uploads = {u.item_id: u for u, _ in pairs}
     assert send_uploads(settings, iter(uploads.values())) == 24
 
-    stats = WorkerThread(settings, max_records=24, idle_exit_s=60).join(180)
+    stats = BackgroundWorker(settings, max_records=24, idle_exit_s=60).join(180)
     assert (stats.features, stats.deferred, stats.dlq) == (24, 0, 0)
 
     feats = records(settings, settings.features_topic)
@@ -54,7 +55,7 @@ def test_budget_overflow_is_deferred_not_dropped(settings: Settings) -> None:
     s = settings.model_copy(update={"budget_rate_per_s": 0.0001, "budget_burst": 3})
     uploads = [u for u, _ in image_uploads(small_images(8, seed=2), inline=True, prefix="bud")]
     send_uploads(s, iter(uploads))
-    stats = WorkerThread(s, max_records=8, idle_exit_s=60).join(120)
+    stats = BackgroundWorker(s, max_records=8, idle_exit_s=60).join(120)
     assert (stats.features, stats.deferred, stats.dlq) == (3, 5, 0)
     deferred = records(s, s.deferred_topic)
     assert len(deferred) == 5
@@ -72,12 +73,12 @@ def test_identical_content_is_captioned_once(settings: Settings) -> None:
     path = small_images(1, seed=3)[0]
     first = [u for u, _ in image_uploads([path, path, path], inline=True, prefix="dupA")]
     send_uploads(settings, iter(first))
-    stats = WorkerThread(settings, max_records=3, idle_exit_s=60).join(120)
+    stats = BackgroundWorker(settings, max_records=3, idle_exit_s=60).join(120)
     assert stats.features == 3 and stats.dedupe_hits == 2
     # a later upload of the same bytes is answered from the dedupe store
     second = [u.model_copy(update={"item_id": "dupB-0"}) for u in first[:1]]
     send_uploads(settings, iter(second))
-    stats2 = WorkerThread(settings, max_records=1, idle_exit_s=60).join(120)
+    stats2 = BackgroundWorker(settings, max_records=1, idle_exit_s=60).join(120)
     feats = by_key(records(settings, settings.features_topic))
     assert set(feats) == {"dupA-000000", "dupA-000001", "dupA-000002", "dupB-0"}
     captions = {FeatureRecordV1.model_validate_json(r.value or b"").caption_raw for r in feats.values()}

@@ -1,6 +1,5 @@
 """The untrained captioner directory: real BLIP-2 architecture, batched and deterministic."""
 
-import glob
 from pathlib import Path
 
 import pytest

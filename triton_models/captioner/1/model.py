@@ -8,6 +8,8 @@ the batch is still captioned.
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,11 @@ class TritonPythonModel:
         threads = int(_param(config, "num_threads", "0")) or None
         self.runtime = CaptionerRuntime(model_dir, device=device, num_threads=threads)
         self.version = self.runtime.version
+        # Decode no larger than the processor needs: resizing a 1024-px image per request costs more
+        # than the tiny model's whole forward pass, and it cannot be batched.
+        self.max_side = max(2 * self.runtime.manifest.image_size, 128)
+        # PIL releases the GIL while decoding: a batch's images decode in parallel.
+        self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="decode")
         pb_utils.Logger.log_info(f"captioner: loaded {model_dir} version={self.version} on {device}")
 
     def _request_inputs(self, request: Any) -> tuple[list[Any], list[str]]:
@@ -48,17 +55,26 @@ class TritonPythonModel:
         prompts = [b"" for _ in raw] if prompt_t is None else list(prompt_t.as_numpy().reshape(-1))
         if len(prompts) != len(raw):
             raise MediaRejected(f"{len(raw)} images but {len(prompts)} prompts", reason="bad_request")
-        images = [decode_rgb(bytes(b), self.max_pixels) for b in raw]
+        images = [decode_rgb(bytes(b), self.max_pixels, self.max_side) for b in raw]
         return images, [p.decode("utf-8") if isinstance(p, bytes) else str(p) for p in prompts]
+
+    def _try_inputs(self, request: Any) -> tuple[list[Any], list[str]] | Exception:
+        try:
+            return self._request_inputs(request)
+        except (MediaRejected, UnicodeDecodeError) as e:
+            return e
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
         images: list[Any] = []
         prompts: list[str] = []
         spans: list[tuple[int, int, int]] = []  # (request index, start, count) into images
-        for i, request in enumerate(requests):
+        decoded = list(self.pool.map(self._try_inputs, requests))
+        for i, result in enumerate(decoded):
             try:
-                imgs, prs = self._request_inputs(request)
+                if isinstance(result, Exception):
+                    raise result
+                imgs, prs = result
             except (MediaRejected, UnicodeDecodeError) as e:
                 responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG))
                 continue
@@ -86,3 +102,6 @@ class TritonPythonModel:
                     ]
                 )
         return responses
+
+    def finalize(self) -> None:
+        self.pool.shutdown(wait=False)

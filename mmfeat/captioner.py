@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MANIFEST = "mmfeat.json"
 IMAGE_TOKEN = "<image>"
@@ -146,6 +147,16 @@ class CaptionerRuntime:
     @property
     def version(self) -> str:
         return self.manifest.version
+
+    def decode(self, data: bytes, max_pixels: int) -> Any:
+        """Encoded image bytes -> the RGB image this model captions (the one decoding path).
+
+        Decoded no larger than twice the model's input: resizing a 1024-px image costs more than
+        the tiny model's whole forward pass, and it cannot be batched.
+        """
+        from mmfeat.imaging import decode_rgb
+
+        return decode_rgb(data, max_pixels, max_side=max(2 * self.manifest.image_size, 128))
 
     def caption(self, images: list[object], prompts: list[str]) -> list[Caption]:
         """Greedy-decode one caption per image; deterministic for a given model and input."""

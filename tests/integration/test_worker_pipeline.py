@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from mmfeat.captioner import CaptionerRuntime, read_manifest
-from mmfeat.imaging import decode_rgb
 from mmfeat.normalize import normalize_caption
 from mmfeat.produce import image_uploads, send_uploads
 from mmfeat.schemas import H_CAPTIONER, H_DEDUPE, H_SCHEMA, H_SOURCE, H_TOKENIZERS, DeferredRecordV1, FeatureRecordV1, UploadV1
@@ -32,7 +31,7 @@ def test_n_uploads_give_n_feature_records(stack: Stack, settings: Settings) -> N
     runtime = CaptionerRuntime(stack.model_dir)
     order = sorted(uploads)
     path_of = {u.item_id: p for (u, _), p in zip(pairs, paths, strict=True)}
-    expected = runtime.caption([decode_rgb(path_of[i].read_bytes(), 10**8) for i in order], [""] * len(order))
+    expected = runtime.caption([runtime.decode(path_of[i].read_bytes(), settings.max_pixels) for i in order], [""] * len(order))
     toks = load_tokenizers(["sp", "word", "hash"], settings.tokenizer_dir, settings.hash_buckets)
     version = read_manifest(stack.model_dir).version
     for item_id, cap in zip(order, expected, strict=True):

@@ -18,7 +18,6 @@ import triton_python_backend_utils as pb_utils
 
 from mmfeat.captioner import CaptionerRuntime
 from mmfeat.errors import MediaRejected
-from mmfeat.imaging import decode_rgb
 
 
 def _param(config: dict[str, Any], key: str, default: str) -> str:
@@ -42,9 +41,6 @@ class TritonPythonModel:
         threads = int(_param(config, "num_threads", "0")) or None
         self.runtime = CaptionerRuntime(model_dir, device=device, num_threads=threads)
         self.version = self.runtime.version
-        # Decode no larger than the processor needs: resizing a 1024-px image per request costs more
-        # than the tiny model's whole forward pass, and it cannot be batched.
-        self.max_side = max(2 * self.runtime.manifest.image_size, 128)
         # PIL releases the GIL while decoding: a batch's images decode in parallel.
         self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="decode")
         pb_utils.Logger.log_info(f"captioner: loaded {model_dir} version={self.version} on {device}")
@@ -55,7 +51,7 @@ class TritonPythonModel:
         prompts = [b"" for _ in raw] if prompt_t is None else list(prompt_t.as_numpy().reshape(-1))
         if len(prompts) != len(raw):
             raise MediaRejected(f"{len(raw)} images but {len(prompts)} prompts", reason="bad_request")
-        images = [decode_rgb(bytes(b), self.max_pixels, self.max_side) for b in raw]
+        images = [self.runtime.decode(bytes(b), self.max_pixels) for b in raw]
         return images, [p.decode("utf-8") if isinstance(p, bytes) else str(p) for p in prompts]
 
     def _try_inputs(self, request: Any) -> tuple[list[Any], list[str]] | Exception:

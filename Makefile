@@ -8,7 +8,6 @@ VENV := $(CACHE)/venv
 PY := $(VENV)/bin/python
 LOCK_HASH := $(shell sha256sum requirements.lock | cut -c1-16)
 STAMP := $(VENV)/.lock-$(LOCK_HASH)
-CAPTIONER := models/captioner/model.safetensors
 export MMFEAT_CACHE_DIR := $(CACHE)
 export PYTHONPATH := $(CURDIR)
 
@@ -24,7 +23,7 @@ $(STAMP): requirements.lock
 .venv:
 	ln -sfn $(VENV) .venv
 
-# Java 17 + Maven fetch and run the broker; openclipart-png is the demo's (and tests') real images.
+# Java 17 + Maven fetch and run the broker; openclipart-png is the demo's, the captioner's and the tests' real images.
 sysdeps:
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
@@ -35,10 +34,7 @@ sysdeps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(CAPTIONER): | venv
-	$(PY) -m mmfeat make-captioner --out models/captioner
-
-setup: venv sysdeps $(CAPTIONER)
+setup: venv sysdeps
 	@$(PY) -c "from mmfeat.services import kafka_libs; from pathlib import Path; kafka_libs(Path('$(CACHE)'))"
 
 test: setup

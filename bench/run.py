@@ -31,7 +31,7 @@ from mmfeat.captioner import make_untrained_captioner, read_manifest
 from mmfeat.demo import percentile
 from mmfeat.kafka.client import TopicSpec, ensure_topics, make_consumer
 from mmfeat.produce import list_images, send_uploads, synthetic_uploads
-from mmfeat.settings import PROJECT_ROOT, Settings, load_settings
+from mmfeat.settings import DEFAULT_CAPTIONER, PROJECT_ROOT, Settings, load_settings
 
 BENCH_MODELS = Path(__file__).resolve().parent / "triton_models"
 OPENCLIPART = Path("/usr/share/openclipart/png")
@@ -208,9 +208,9 @@ def load_test(url: str, model: str, images: list[bytes], concurrency: int, durat
     }  # fmt: skip
 
 
-def bench_captioner(model_dir: Path | None, concurrency: int, duration_s: float) -> dict[str, Any]:
+def bench_captioner(model_dir: Path | None, concurrency: int, duration_s: float, instance_kind: str = "KIND_CPU") -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="mmfeat-bench-models-"))
-    if model_dir is None or not (model_dir / "config.json").exists():
+    if model_dir is None:
         model_dir = tmp / "captioner-untrained"
         make_untrained_captioner(model_dir)
     repo = tmp / "repo"
@@ -242,7 +242,7 @@ def bench_captioner(model_dir: Path | None, concurrency: int, duration_s: float)
 def main(which: str, *, out_dir: Path, quick: bool = False) -> Path:
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "worker": lambda: bench_worker(2000 if quick else 20000),
-        "captioner": lambda: bench_captioner(PROJECT_ROOT / "models" / "captioner", 16, 5 if quick else 30),
+        "captioner": lambda: bench_captioner(DEFAULT_CAPTIONER, 16, 5 if quick else 30),
     }
     if which not in runners:
         raise SystemExit(f"unknown benchmark {which!r}: choose {', '.join(runners)}")

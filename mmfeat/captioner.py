@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 MANIFEST = "mmfeat.json"
 IMAGE_TOKEN = "<image>"
+
+
+HF_BLIP2 = "hf-blip2"
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class Manifest:
     trained: bool
     max_new_tokens: int = 16
     image_size: int = 224
+    kind: str = HF_BLIP2  # or "lite0-qformer-llama" (mmfeat/lite_captioner.py)
 
 
 def read_manifest(model_dir: Path) -> Manifest:
@@ -33,7 +38,8 @@ def read_manifest(model_dir: Path) -> Manifest:
     path = model_dir / MANIFEST
     if path.exists():
         data = json.loads(path.read_text())
-        return Manifest(**data)
+        known = Manifest.__dataclass_fields__
+        return Manifest(**{k: v for k, v in data.items() if k in known})
     config = (model_dir / "config.json").read_bytes()
     return Manifest(name=model_dir.name, version=f"hf-{model_dir.name}@{hashlib.sha256(config).hexdigest()[:8]}", trained=True)
 
@@ -57,7 +63,7 @@ def make_untrained_captioner(out_dir: Path, *, seed: int = 0, hidden: int = 64, 
         PreTrainedTokenizerFast,
     )
 
-    from mmfeat.corpus import caption_corpus
+    from mmfeat.clipart import caption_corpus
     from mmfeat.normalize import normalize_caption
 
     specials = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN]
@@ -139,6 +145,14 @@ class CaptionerRuntime:
             torch.set_num_threads(num_threads)
         self.manifest = read_manifest(model_dir)
         self.device = device
+        self.lite: Any = None
+        if self.manifest.kind != HF_BLIP2:
+            from mmfeat.lite_captioner import KIND, LiteRuntime
+
+            if self.manifest.kind != KIND:
+                raise ValueError(f"{model_dir}: unknown captioner kind {self.manifest.kind!r}")
+            self.lite = LiteRuntime(model_dir, device)
+            return
         self.processor = AutoProcessor.from_pretrained(model_dir)
         self.processor.tokenizer.padding_side = "left"  # decoder-only generation pads on the left
         model = Blip2ForConditionalGeneration.from_pretrained(model_dir)
@@ -158,10 +172,12 @@ class CaptionerRuntime:
 
         return decode_rgb(data, max_pixels, max_side=max(2 * self.manifest.image_size, 128))
 
-    def caption(self, images: list[object], prompts: list[str]) -> list[Caption]:
+    def caption(self, images: Sequence[Any], prompts: list[str]) -> list[Caption]:
         """Greedy-decode one caption per image; deterministic for a given model and input."""
         import torch
 
+        if self.lite is not None:  # this architecture takes no prompt
+            return list(self.lite.caption(images, self.manifest.max_new_tokens))
         inputs = self.processor(images=images, text=prompts, return_tensors="pt", padding=True).to(self.device)
         with torch.inference_mode():
             out = self.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=self.manifest.max_new_tokens)

@@ -152,11 +152,11 @@ def make_captioner(out_dir: Annotated[Path, typer.Option("--out")] = Path("model
 def train_tokenizers(
     out_dir: Annotated[Path | None, typer.Option("--out")] = None,
     captions: Annotated[int, typer.Option(help="Corpus size")] = 20000,
-    vocab_size: int = 256,
+    vocab_size: int = 128,
     seed: int = 0,
 ) -> None:
     """Train tokenizer A (SentencePiece) and tokenizer B (word vocabulary) on the caption corpus."""
-    from mmfeat.corpus import caption_corpus
+    from mmfeat.clipart import caption_corpus
     from mmfeat.normalize import normalize_caption
     from mmfeat.tokenizers import SP_FILE, WORD_FILE, build_word_vocab, train_sentencepiece
 
@@ -168,9 +168,55 @@ def train_tokenizers(
     console.print(f"tokenizers: wrote {target / SP_FILE} ({vocab_size} pieces) and {target / WORD_FILE} ({words} words)")
 
 
+@app.command("build-clipart-vocab")
+def build_clipart_vocab(
+    root: Annotated[Path, typer.Option(help="openclipart-png's png/ folder")] = Path("/usr/share/openclipart/png"),
+    dictionary: Annotated[Path, typer.Option(help="An English word list (Debian's wamerican)")] = Path("/usr/share/dict/american-english"),
+) -> None:
+    """Rebuild assets/clipart_vocab.json: object names with 3+ distinct drawings (committed; rarely needed)."""
+    from mmfeat.clipart import VOCAB_FILE, build_vocabulary
+
+    vocab = build_vocabulary(root, dictionary)
+    VOCAB_FILE.write_text(
+        json.dumps({"source": f"{root}, built by mmfeat build-clipart-vocab", "names": vocab}, indent=1, sort_keys=True) + "\n"
+    )
+    console.print(f"clipart: {len(vocab)} names, {sum(map(len, vocab.values()))} drawings -> {VOCAB_FILE}")
+
+
+@app.command("train-captioner")
+def train_captioner(
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("models/captioner"),
+    seed: int = 0,
+    scenes: Annotated[int, typer.Option(help="Training scenes to generate")] = 8000,
+    epochs: int = 12,
+) -> None:
+    """Train the default captioner (Lite0 -> Q-Former -> LLaMA) on generated clip-art scenes; seeded."""
+    from mmfeat.train_captioner import train
+
+    result = train(out_dir, seed=seed, scenes_n=scenes, epochs=epochs)
+    console.print(
+        f"captioner: wrote {out_dir} version={result.version} in {result.seconds / 60:.1f} min; loss curve {out_dir / 'loss.png'}"
+    )
+
+
+@app.command("eval-captioner")
+def eval_captioner(
+    model_dir: Annotated[Path, typer.Option("--model")] = Path("models/captioner"),
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("results"),
+    quick: Annotated[bool, typer.Option(help="A small held-out subset (tests)")] = False,
+) -> None:
+    """Caption quality on held-out scenes vs the untrained model, nearest-neighbour retrieval and an ImageNet-label template."""
+    from mmfeat.caption_eval import evaluate
+    from mmfeat.render import quality_table
+
+    results = evaluate(model_dir, out_dir, quick=quick)
+    out.print(quality_table(results))
+    console.print(f"eval: wrote {out_dir / 'caption_quality.json'} and {out_dir / 'caption_examples.png'}")
+
+
 @app.command()
 def demo(
-    images: Annotated[Path, typer.Option(help="Folder of real images")] = Path("/usr/share/openclipart/png"),
+    images: Annotated[Path | None, typer.Option(help="Folder of images (default: the clip-art drawings the captioner knows)")] = None,
     count: Annotated[int, typer.Option(help="How many images to upload")] = 300,
     rate: Annotated[float, typer.Option(help="Uploads per second")] = 30.0,
     seed: int = 0,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import sys
 import time
@@ -16,6 +17,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from mmfeat import services
+from mmfeat.clipart import OPENCLIPART, load_vocabulary
 from mmfeat.kafka.reader import read_topic
 from mmfeat.produce import image_uploads, list_images, send_uploads
 from mmfeat.render import caption_grid, short_ids
@@ -48,20 +50,31 @@ def wait_for_assignment(worker: CaptionWorker, timeout_s: float = 60) -> None:
         raise services.ServiceError(f"the worker got no partitions within {timeout_s:.0f}s")
 
 
-def run_demo(base: Settings, *, images: Path, count: int, seed: int, rate: float = 30.0) -> Path:
+def demo_images(images: Path | None, count: int, seed: int) -> list[Path]:
+    """``count`` images from ``images``, or by default from the drawings of the captioner's object vocabulary."""
+    if images is not None:
+        return list_images(images, count, seed)
+    drawings = sorted(OPENCLIPART / d for ds in load_vocabulary().values() for d in ds)
+    return sorted(random.Random(seed).sample(drawings, min(count, len(drawings))))
+
+
+def run_demo(base: Settings, *, images: Path | None, count: int, seed: int, rate: float = 30.0) -> Path:
     """Run the demo; return the path of the caption grid PNG it wrote."""
 
-    if not images.is_dir():
-        raise services.ServiceError(f"{images} not found: install Debian's openclipart-png or pass --images DIR")
+    if images is not None and not images.is_dir():
+        raise services.ServiceError(f"{images} is not a folder of images")
+    if images is None and not OPENCLIPART.is_dir():
+        raise services.ServiceError(f"{OPENCLIPART} not found: install Debian's openclipart-png (make sysdeps) or pass --images DIR")
     state = base.state_dir / "demo"
     shutil.rmtree(state, ignore_errors=True)  # each demo is a fresh world: new broker storage, new dedupe store
     quiet = {"kafka_log_level": 3}  # start-up and shutdown chatter would bury the demo's output
-    s = services.with_free_ports(base).model_copy(update={"state_dir": state, "allowed_roots": [images.resolve()], **quiet})
+    root = (images or OPENCLIPART).resolve()
+    s = services.with_free_ports(base).model_copy(update={"state_dir": state, "allowed_roots": [root], **quiet})
     services.up(s, log=console.print)
     try:
         s = services.resolve(s)
         create_topics(s)
-        paths = list_images(images, count, seed)
+        paths = demo_images(images, count, seed)
         pairs = list(image_uploads(paths, inline=False, prefix="demo"))
         names = {src.item_id: src.name for _, src in pairs}
         # The worker runs first and uploads arrive at a steady rate, as live traffic would, so the
@@ -76,7 +89,8 @@ def run_demo(base: Settings, *, images: Path, count: int, seed: int, rate: float
                 time.sleep(0.2)
             stats = background.join(60)
             bar.update(stats.handled - bar.n)
-        worker = background.worker
+        captioner_version = background.worker.captioner_version
+        del background  # its Kafka clients go now, not after the broker stops (they would log connection errors)
         features = {r.key: r for r in read_topic(s, s.features_topic, timeout_s=5)}
         dlq = list(read_topic(s, s.dlq_topic, timeout_s=5))
         deferred = list(read_topic(s, s.deferred_topic, timeout_s=5))
@@ -104,10 +118,7 @@ def run_demo(base: Settings, *, images: Path, count: int, seed: int, rate: float
         console.print(
             f"uploads sent: {len(pairs)}   features: {len(features)}   deferred: {len(deferred)}   DLQ: {len(dlq)} {dict(reasons)}"
         )
-        console.print(
-            f"worker: dedupe hits {stats.dedupe_hits}; captioner {worker.captioner_version}"
-            " (the untrained default until the trained captioner lands)"
-        )
+        console.print(f"worker: dedupe hits {stats.dedupe_hits}; captioner {captioner_version}")
         if latencies:
             console.print(
                 f"upload-to-feature latency: p50 {percentile(latencies, 50):.2f}s"

@@ -100,6 +100,24 @@ class EfficientNetLite0(nn.Module):
             x = block(x)
         return F.relu6(self._bn1(self._conv_head(x)))
 
+    def trunk(self, x: torch.Tensor, tail: int = 1) -> torch.Tensor:
+        """Normalized images -> the map before the last ``tail`` blocks (192x7x7 for tail=1 at 224 px)."""
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks[: len(self._blocks) - tail]:
+            x = block(x)
+        return x
+
+    def tokens_from_trunk(self, x: torch.Tensor, tail: int = 1) -> torch.Tensor:
+        """The rest of the network after ``trunk``: -> visual tokens (B, 49, 1280)."""
+        for block in self._blocks[len(self._blocks) - tail :]:
+            x = block(x)
+        return F.relu6(self._bn1(self._conv_head(x))).flatten(2).transpose(1, 2)
+
+    def tail_parameters(self, tail: int = 1) -> list[nn.Parameter]:
+        """Parameters after the trunk: what fine-tuning "the last block" trains."""
+        params = [p for b in self._blocks[len(self._blocks) - tail :] for p in b.parameters()]
+        return params + list(self._conv_head.parameters()) + list(self._bn1.parameters())
+
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized images -> visual tokens (B, 49, 1280) at 224x224."""
         return self.feature_map(x).flatten(2).transpose(1, 2)

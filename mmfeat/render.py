@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+from rich.table import Table
 from rich.text import Text
 
 from mmfeat.imaging import decode_rgb
@@ -60,3 +61,17 @@ def caption_grid(items: list[tuple[Path, str]], out: Path, cols: int = 4, tile: 
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out
+
+
+def quality_table(results: dict[str, object]) -> Table:
+    """`mmfeat eval-captioner` results: one row per (held-out set, system)."""
+    table = Table(title=f"caption quality of {results['model']}")
+    metrics = ("object_recall", "object_precision", "count_accuracy", "relation_accuracy", "bleu4")
+    for col in ("held-out set", "system", "recall", "precision", "count", "relation", "BLEU-4"):
+        table.add_column(col, no_wrap=True)
+    sets = results["sets"]
+    assert isinstance(sets, dict)
+    for set_name, systems in sets.items():
+        for system, m in systems.items():
+            table.add_row(set_name, system, *(f"{m[k]:.3f}" for k in metrics), style="bold" if system == "trained" else None)
+    return table

@@ -345,7 +345,7 @@ def render_model_repository(
     """
     src = PROJECT_ROOT / "triton_models" / "captioner"
     config = (src / "config.pbtxt").read_text().replace('name: "captioner"', f'name: "{name}"')
-    config = config.replace('string_value: "../../models/captioner"', f'string_value: "{model_dir.resolve()}"')
+    config = config.replace('string_value: "../../mmfeat/assets/captioner"', f'string_value: "{model_dir.resolve()}"')
     for old, new in (replace or {}).items():
         if old not in config:
             raise ServiceError(f"config.pbtxt has no {old!r} to replace")

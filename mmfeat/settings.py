@@ -17,6 +17,7 @@ from mmfeat.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_CAPTIONER = ASSETS / "captioner"  # the trained default (mmfeat train-captioner), served by triton_models/captioner
 ENV_PREFIX = "MMFEAT_"
 
 

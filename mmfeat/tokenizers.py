@@ -115,7 +115,7 @@ def load_tokenizers(names: Iterable[str], tokenizer_dir: Path, hash_buckets: int
     return out
 
 
-def train_sentencepiece(captions: Iterable[str], out_file: Path, vocab_size: int = 256) -> None:
+def train_sentencepiece(captions: Iterable[str], out_file: Path, vocab_size: int = 128) -> None:
     """Train tokenizer A on normalized captions. Single-threaded so the model is reproducible."""
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(

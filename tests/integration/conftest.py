@@ -19,7 +19,7 @@ from mmfeat import services
 from mmfeat.captioner import make_untrained_captioner
 from mmfeat.kafka.client import TopicSpec, ensure_topics, make_consumer
 from mmfeat.kafka.reader import TopicRecord, read_topic
-from mmfeat.settings import Settings, load_settings
+from mmfeat.settings import DEFAULT_CAPTIONER, Settings, load_settings
 
 OPENCLIPART = Path("/usr/share/openclipart/png")
 
@@ -39,6 +39,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     model_dir = state / "captioner-untrained"
     make_untrained_captioner(model_dir)
     repo = services.render_model_repository(state / "model_repository", model_dir)
+    services.render_model_repository(repo, DEFAULT_CAPTIONER, name="captioner_default")  # the trained default, beside it
     s = services.with_free_ports(load_settings(state_dir=state))
     services.up(s, model_repositories=[repo], log=print)
     try:

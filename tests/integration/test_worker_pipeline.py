@@ -6,7 +6,7 @@ from mmfeat.captioner import CaptionerRuntime, read_manifest
 from mmfeat.normalize import normalize_caption
 from mmfeat.produce import image_uploads, send_uploads
 from mmfeat.schemas import H_CAPTIONER, H_DEDUPE, H_SCHEMA, H_SOURCE, H_TOKENIZERS, DeferredRecordV1, FeatureRecordV1, UploadV1
-from mmfeat.settings import Settings
+from mmfeat.settings import DEFAULT_CAPTIONER, Settings
 from mmfeat.tokenizers import load_tokenizers
 from tests.integration.conftest import Stack, by_key, committed_lag, records, small_images
 from workers.worker import BackgroundWorker
@@ -84,3 +84,37 @@ def test_identical_content_is_captioned_once(settings: Settings) -> None:
     assert len(captions) == 1
     assert sorted(r.headers[H_DEDUPE] for r in feats.values()) == ["hit", "hit", "hit", "miss"]
     assert stats2.features == 1 and stats2.dedupe_hits == 1
+
+
+def test_the_trained_default_captioner_names_what_is_in_the_scene(settings: Settings) -> None:
+    """Through Triton and the worker: held-out scenes (pairs never seen in training) come out right."""
+    import base64
+
+    from mmfeat.caption_eval import held_out_sets, mentioned
+    from mmfeat.clipart import load_vocabulary, png_bytes
+    from mmfeat.schemas import now_utc
+
+    s = settings.model_copy(update={"triton_model": "captioner_default"})
+    held = held_out_sets(12, seed=7)[0]  # new compositions
+    uploads = [
+        UploadV1(
+            item_id=f"scene-{i}",
+            owner_id="o",
+            media_type="image",
+            media_b64=base64.b64encode(png_bytes(img)).decode(),
+            created_at=now_utc(),
+        )
+        for i, img in enumerate(held.images)
+    ]
+    send_uploads(s, iter(uploads))
+    stats = BackgroundWorker(s, max_records=len(uploads), idle_exit_s=60).join(180)
+    assert stats.features == len(uploads)
+    feats = by_key(records(s, s.features_topic))
+    names = sorted(load_vocabulary())
+    found = total = 0
+    for i, scene in enumerate(held.scenes):
+        value = FeatureRecordV1.model_validate_json(feats[f"scene-{i}"].value or b"")
+        assert value.captioner_version == read_manifest(DEFAULT_CAPTIONER).version
+        found += len(mentioned(value.caption, names) & set(scene.names))
+        total += len(scene.names)
+    assert found / total >= 0.8, f"{found}/{total} objects named"

@@ -46,4 +46,4 @@ def test_lineage_headers() -> None:
     headers = dict(lineage_headers(rec))
     assert headers["mmfeat-captioner-version"] == b"cap-v1"
     assert headers["mmfeat-schema-version"] == b"1"
-    assert b"sp=sp-unigram-256@" in headers["mmfeat-tokenizer-versions"]
+    assert b"sp=sp-unigram-128@" in headers["mmfeat-tokenizer-versions"]

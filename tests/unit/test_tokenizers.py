@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from mmfeat.corpus import caption_corpus
+from mmfeat.clipart import caption_corpus
 from mmfeat.errors import ConfigError
 from mmfeat.normalize import normalize_caption
 from mmfeat.settings import ASSETS
@@ -22,7 +22,7 @@ TOK_DIR = ASSETS / "tokenizers"
 def test_committed_tokenizers_are_what_the_command_trains(tmp_path: Path) -> None:
     """`mmfeat train-tokenizers` defaults reproduce the committed files byte for byte."""
     corpus = [normalize_caption(c) for c in caption_corpus(20000, 0)]
-    train_sentencepiece(corpus, tmp_path / SP_FILE, 256)
+    train_sentencepiece(corpus, tmp_path / SP_FILE, 128)
     build_word_vocab(corpus, tmp_path / WORD_FILE)
     assert (tmp_path / SP_FILE).read_bytes() == (TOK_DIR / SP_FILE).read_bytes()
     assert (tmp_path / WORD_FILE).read_bytes() == (TOK_DIR / WORD_FILE).read_bytes()
@@ -33,7 +33,7 @@ def test_sentencepiece_round_trip_and_version() -> None:
     ids = sp.encode("a man walking a dog")
     assert ids and all(isinstance(i, int) for i in ids)
     assert "".join(sp.decode(ids)).replace("▁", " ").strip() == "a man walking a dog"
-    assert sp.version.startswith("sp-unigram-256@")
+    assert sp.version.startswith("sp-unigram-128@")
 
 
 def test_word_vocab_maps_unknown_words_to_unk() -> None:

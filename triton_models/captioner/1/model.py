@@ -27,12 +27,12 @@ def _param(config: dict[str, Any], key: str, default: str) -> str:
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
-        model_dir = Path(_param(config, "model_dir", "../../models/captioner"))
+        model_dir = Path(_param(config, "model_dir", "../../mmfeat/assets/captioner"))
         if not model_dir.is_absolute():
             model_dir = (Path(args["model_repository"]) / model_dir).resolve()
-        if not (model_dir / "config.json").exists():
+        if not ((model_dir / "mmfeat.json").exists() or (model_dir / "config.json").exists()):
             raise pb_utils.TritonModelException(
-                f"captioner: model directory {model_dir} has no config.json; run `mmfeat make-captioner` or set model_dir"
+                f"captioner: model directory {model_dir} has no mmfeat.json or config.json; set model_dir in config.pbtxt"
             )
         self.max_pixels = int(_param(config, "max_pixels", "40000000"))
         device = "cpu"

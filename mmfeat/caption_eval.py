@@ -160,8 +160,7 @@ def baselines(train_n: int, seed: int) -> dict[str, Captioner]:
 
     vocab = WordVocab(caption_words(names))
     torch.manual_seed(seed)
-    untrained = LiteRuntime.__new__(LiteRuntime)
-    untrained.model, untrained.vocab, untrained.device = LiteCaptioner(LiteConfig(), len(vocab.words), encoder).eval(), vocab, "cpu"
+    untrained = LiteRuntime(None, model=LiteCaptioner(LiteConfig(), len(vocab.words), encoder), vocab=vocab)
 
     def untrained_fn(images: list[Image.Image]) -> list[str]:
         return [c.text for c in untrained.caption(images, 16)]

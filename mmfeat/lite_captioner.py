@@ -216,8 +216,14 @@ def load_model_dir(model_dir: Path) -> tuple[LiteCaptioner, WordVocab]:
 class LiteRuntime:
     """CaptionerRuntime's engine for a ``lite0-qformer-llama`` model directory."""
 
-    def __init__(self, model_dir: Path, device: str = "cpu") -> None:
-        self.model, self.vocab = load_model_dir(model_dir)
+    def __init__(
+        self, model_dir: Path | None, device: str = "cpu", *, model: LiteCaptioner | None = None, vocab: WordVocab | None = None
+    ) -> None:
+        """From a model directory, or from a model in memory (``model`` and ``vocab``, e.g. untrained)."""
+        if model_dir is not None:
+            model, vocab = load_model_dir(model_dir)
+        assert model is not None and vocab is not None
+        self.model, self.vocab = model.eval(), vocab
         if device.startswith("cuda"):
             self.model.half()  # the decoder in fp16 on a GPU, as it would be served
         self.model.to(device)

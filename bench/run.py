@@ -27,7 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from mmfeat import services
-from mmfeat.captioner import make_untrained_captioner, read_manifest
+from mmfeat.captioner import read_manifest
 from mmfeat.demo import percentile
 from mmfeat.kafka.client import TopicSpec, ensure_topics, make_consumer
 from mmfeat.produce import list_images, send_uploads, synthetic_uploads
@@ -208,11 +208,8 @@ def load_test(url: str, model: str, images: list[bytes], concurrency: int, durat
     }  # fmt: skip
 
 
-def bench_captioner(model_dir: Path | None, concurrency: int, duration_s: float, instance_kind: str = "KIND_CPU") -> dict[str, Any]:
+def bench_captioner(model_dir: Path, concurrency: int, duration_s: float, instance_kind: str = "KIND_CPU") -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="mmfeat-bench-models-"))
-    if model_dir is None:
-        model_dir = tmp / "captioner-untrained"
-        make_untrained_captioner(model_dir)
     repo = tmp / "repo"
     services.render_model_repository(repo, model_dir, name="captioner_batched")
     block = (PROJECT_ROOT / "triton_models/captioner/config.pbtxt").read_text()

@@ -21,13 +21,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmfeat.errors import ServiceError
 from mmfeat.settings import PROJECT_ROOT, Settings
 
+Log = Callable[[str], object]
 KAFKA_VERSION = "4.1.1"
 KAFKA_POM = PROJECT_ROOT / "deploy" / "kafka" / "pom.xml"
 ENDPOINTS = "endpoints.json"
@@ -253,8 +254,7 @@ def triton_ready(http_url: str, model: str | None = None, timeout_s: float = 2.0
 # ---- process bookkeeping ---------------------------------------------------------------------
 
 
-def wait_until(ready: object, what: str, proc: subprocess.Popen[bytes] | None, timeout_s: float, log: Path) -> None:
-    assert callable(ready)
+def wait_until(ready: Callable[[], bool], what: str, proc: subprocess.Popen[bytes] | None, timeout_s: float, log: Path) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if ready():
@@ -358,10 +358,9 @@ def render_model_repository(
 
 
 def up(
-    settings: Settings, *, model_repositories: Sequence[Path] | None = None, kafka: bool = True, triton: bool = True, log: object = print
+    settings: Settings, *, model_repositories: Sequence[Path] | None = None, kafka: bool = True, triton: bool = True, log: Log = print
 ) -> Endpoints:
     """Start the embedded broker and Triton unless running or named by settings; idempotent."""
-    assert callable(log)
     state = settings.state_dir
     ep = Endpoints.load(state)
     if kafka and settings.bootstrap_servers:
@@ -397,9 +396,8 @@ def up(
     return ep
 
 
-def down(settings: Settings, log: object = print) -> None:
+def down(settings: Settings, log: Log = print) -> None:
     """Stop exactly the processes `up` recorded in the state directory."""
-    assert callable(log)
     ep = Endpoints.load(settings.state_dir)
     for name, pid, marker in (("triton", ep.triton_pid, "tritonserver"), ("kafka", ep.kafka_pid, "kafka.Kafka")):
         if pid and pid_alive(pid) and _runs(pid, marker):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import shutil
 import sys
@@ -90,7 +91,8 @@ def run_demo(base: Settings, *, images: Path | None, count: int, seed: int, rate
             stats = background.join(60)
             bar.update(stats.handled - bar.n)
         captioner_version = background.worker.captioner_version
-        del background  # its Kafka clients go now, not after the broker stops (they would log connection errors)
+        del background  # its Kafka clients go now, not after the broker stops (they would log connection errors);
+        gc.collect()  # the producer sits in a reference cycle with its delivery callbacks
         features = {r.key: r for r in read_topic(s, s.features_topic, timeout_s=5)}
         dlq = list(read_topic(s, s.dlq_topic, timeout_s=5))
         deferred = list(read_topic(s, s.deferred_topic, timeout_s=5))

@@ -310,16 +310,22 @@ ACTIONS: dict[str, tuple[str, str]] = {  # object -> (verb phrase, arrangement o
 }  # fmt: skip
 
 
+def implied_actions(a: str, rel: str, b: str) -> list[tuple[str, str, str]]:
+    """(person, verb, thing) for a person and a thing standing as the action is drawn ("a man
+    to the left of a dog" is also "a man walking a dog")."""
+    return [
+        (person, ACTIONS[thing][0], thing)
+        for person, thing, where in ((a, b, rel), (b, a, INVERSE[rel]))
+        if person in PEOPLE and thing in ACTIONS and ACTIONS[thing][1] == where
+    ]
+
+
 def relation_statements(a: str, rel: str, b: str) -> list[str]:
-    """Every true statement (articles left out) of "a stands ``rel`` of b", including the action a
-    person and a thing in that arrangement are drawn doing: shared by the captions and the metric."""
+    """Every true statement (articles left out) of "a stands ``rel`` of b", implied actions included."""
     out = [f"{a} {RELATIONS[rel]} {b}", f"{b} {RELATIONS[INVERSE[rel]]} {a}"]
     if rel in ("left", "right"):
         out += [f"{a} next to {b}", f"{b} next to {a}"]
-    for person, thing, where in ((a, b, rel), (b, a, INVERSE[rel])):
-        if person in PEOPLE and thing in ACTIONS and ACTIONS[thing][1] == where:
-            out.append(f"{person} {ACTIONS[thing][0]} {thing}")
-    return out
+    return out + [" ".join(action) for action in implied_actions(a, rel, b)]
 
 
 @dataclass(frozen=True)
@@ -444,9 +450,7 @@ def render_scene(rng: random.Random, spec: SceneSpec, cache: DrawingCache, kind:
     rel_caps = [f"{article(first)} {RELATIONS[rel]} {article(second)}", f"{article(second)} {RELATIONS[INVERSE[rel]]} {article(first)}"]
     if rel in ("left", "right"):
         rel_caps.append(f"{article(first)} next to {article(second)}")
-    for statement in relation_statements(first, rel, second)[4 if rel in ("left", "right") else 2 :]:  # the action it also shows
-        person, verb, thing = statement.split(" ", 2)
-        rel_caps.append(f"{article(person)} {verb} {article(thing)}")
+    rel_caps += [f"{article(person)} {verb} {article(thing)}" for person, verb, thing in implied_actions(first, rel, second)]
     return canvas, Scene("relation", tuple(objs), tuple(rel_caps), relation=(first, rel, second))
 
 

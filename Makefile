@@ -17,7 +17,7 @@ venv: $(STAMP) .venv
 
 $(STAMP): requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.lock
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -r requirements.lock
 	@rm -f $(VENV)/.lock-* && touch $@
 
 .venv:

@@ -139,6 +139,32 @@ def tail(
         console.print(f"tail: {n} record(s) from {topic}")
 
 
+@app.command()
+def profiles() -> None:
+    """Run the Faust app that keeps user interest profiles (engagements + item features -> user.profiles.v1)."""
+    from streams.app import run
+
+    run(settings())
+
+
+@app.command()
+def profile(
+    user_id: Annotated[str, typer.Argument(help="The user to look up")],
+    url: Annotated[str | None, typer.Option(help="The profiles app (default http://<profiles_web_host>:<profiles_web_port>)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw profile record")] = False,
+) -> None:
+    """Print a user's interest profile from the running profiles app, tokens decoded back to words."""
+    from mmfeat.render import profile_table
+    from streams.client import fetch_profile
+
+    s = settings()
+    rec = fetch_profile(url or f"http://{s.profiles_web_host}:{s.profiles_web_port}", user_id)
+    if as_json:
+        print(json.dumps(rec.model_dump(mode="json"), sort_keys=True))
+    else:
+        out.print(profile_table(rec, s))
+
+
 @app.command("make-captioner")
 def make_captioner(out_dir: Annotated[Path, typer.Option("--out")] = Path("models/captioner"), seed: int = 0) -> None:
     """Write the tiny UNTRAINED captioner (real BLIP-2 architecture, random weights) for tests and benchmarks."""

@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from mmfeat.captioner import Caption
+from mmfeat.errors import SchemaError
 from mmfeat.normalize import normalize_caption
 from mmfeat.schemas import (
     H_CAPTIONER,
@@ -64,3 +65,14 @@ def lineage_headers(record: FeatureRecordV1) -> list[tuple[str, bytes]]:
         (H_TOKENIZERS, tokenizers.encode()),
         (H_SCHEMA, str(SCHEMA_VERSION).encode()),
     ]
+
+
+def feature_tokens(raw: bytes, tokenizer: str) -> list[int]:
+    """One tokenizer's id list from a raw feature record, without validating the rest of it."""
+    try:
+        ids = json.loads(raw)["token_ids"][tokenizer]
+    except (ValueError, KeyError, TypeError) as e:
+        raise SchemaError(f"feature record has no token_ids.{tokenizer} list ({type(e).__name__}: {e})", reason="bad_features") from e
+    if not isinstance(ids, list) or not all(isinstance(t, int) for t in ids):
+        raise SchemaError(f"token_ids.{tokenizer} is not a list of ints", reason="bad_features")
+    return ids

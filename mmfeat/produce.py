@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from mmfeat.engagements import EngagementV1
 from mmfeat.kafka.client import DeliveryTracker, OutRecord, make_producer
 from mmfeat.schemas import UploadV1, now_utc
 from mmfeat.settings import Settings
@@ -77,6 +79,23 @@ def image_uploads(paths: Sequence[Path], *, inline: bool, prefix: str = "img") -
         yield upload_for_file(path, item_id, f"owner-{i % 50}", inline=inline), UploadSource(item_id, f"{path.parent.name}/{path.name}")
 
 
+def send_records(
+    settings: Settings,
+    records: Iterable[OutRecord],
+    progress: Callable[[int], None] | None = None,
+    chunk: int = 50,
+) -> int:
+    """Produce records in acknowledged chunks (acks=all, idempotent); return the count acknowledged."""
+    tracker = DeliveryTracker(make_producer(settings))
+    total = 0
+    it = iter(records)
+    while batch := list(itertools.islice(it, chunk)):
+        total += tracker.produce_all(batch, settings.delivery_timeout_s)
+        if progress:
+            progress(total)
+    return total
+
+
 def send_uploads(
     settings: Settings,
     uploads: Iterator[UploadV1],
@@ -85,19 +104,31 @@ def send_uploads(
     chunk: int = 50,
 ) -> int:
     """Produce uploads keyed by item_id, created_at stamped as they are sent; return the count acknowledged."""
-    producer = make_producer(settings)
-    tracker = DeliveryTracker(producer)
-    total = 0
-    pending: list[OutRecord] = []
-    for up in uploads:
-        up = up.model_copy(update={"created_at": now_utc()})
-        pending.append(OutRecord(topic or settings.uploads_topic, up.item_id, up.model_dump_json(exclude_none=True).encode()))
-        if len(pending) >= chunk:
-            total += tracker.produce_all(pending, settings.delivery_timeout_s)
-            pending = []
-            if progress:
-                progress(total)
-    total += tracker.produce_all(pending, settings.delivery_timeout_s)
-    if progress:
-        progress(total)
-    return total
+
+    def stamped() -> Iterator[OutRecord]:
+        for up in uploads:
+            up = up.model_copy(update={"created_at": now_utc()})
+            yield OutRecord(topic or settings.uploads_topic, up.item_id, up.model_dump_json(exclude_none=True).encode())
+
+    return send_records(settings, stamped(), progress, chunk)
+
+
+def synthetic_engagements(
+    users: Sequence[str], items: Sequence[str], n: int, *, seed: int = 0, start: datetime, spacing_s: float = 1.0, shuffle_s: float = 0.0
+) -> Iterator[EngagementV1]:
+    """Seeded engagements, one every ``spacing_s`` of event time from ``start``; ``shuffle_s`` jitters
+    event times backwards so some arrive out of order. Each carries an ``event_id``."""
+    rng = random.Random(seed)
+    events = ("like", "comment", "share", "view", "time_spent")
+    for i in range(n):
+        event = rng.choices(events, weights=(4, 1, 1, 8, 3))[0]
+        value = round(rng.uniform(1, 120), 1) if event == "time_spent" else 1.0
+        ts = start + timedelta(seconds=i * spacing_s - rng.uniform(0, shuffle_s))
+        yield EngagementV1(
+            user_id=rng.choice(users), item_id=rng.choice(items), event=event, value=value, ts=ts, event_id=f"ev-{seed}-{i:07d}"
+        )
+
+
+def engagement_records(settings: Settings, engagements: Iterable[EngagementV1]) -> Iterator[OutRecord]:
+    for e in engagements:
+        yield OutRecord(settings.engagements_topic, e.user_id, e.model_dump_json(exclude_none=True).encode())

@@ -11,7 +11,9 @@ from rich.text import Text
 
 from mmfeat.imaging import decode_rgb
 from mmfeat.kafka.reader import TopicRecord
-from mmfeat.schemas import H_CAPTIONER, H_SCHEMA, H_TOKENIZERS
+from mmfeat.schemas import H_CAPTIONER, H_SCHEMA, H_TOKENIZERS, UserProfileV1
+from mmfeat.settings import Settings
+from mmfeat.tokenizers import load_tokenizers
 
 
 def short_ids(ids: list[int], n: int = 12) -> str:
@@ -74,4 +76,17 @@ def quality_table(results: dict[str, object]) -> Table:
     for set_name, systems in sets.items():
         for system, m in systems.items():
             table.add_row(set_name, system, *(f"{m[k]:.3f}" for k in metrics), style="bold" if system == "trained" else None)
+    return table
+
+
+def profile_table(rec: UserProfileV1, settings: Settings, words: int = 12) -> Table:
+    """A profile as a table: per event type, the heaviest tokens decoded back to words, with weights."""
+    tok = load_tokenizers([rec.tokenizer], settings.tokenizer_dir, settings.hash_buckets)[rec.tokenizer]
+    table = Table(title=f"profile of {rec.user_id}: {rec.engagements} engagements, as of {rec.as_of} ({rec.tokenizer} tokens)")
+    for col in ("event", "count", "top tokens (weight)"):
+        table.add_column(col)
+    for ev, p in sorted(rec.events.items()):
+        decoded = tok.decode(p.token_ids[:words])
+        cells = ", ".join(f"{w} ({x:.2f})" for w, x in zip(decoded, p.weights, strict=False))
+        table.add_row(ev, str(p.count), cells)
     return table

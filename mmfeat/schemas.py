@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mmfeat.errors import SchemaError
+from mmfeat.errors import RecordError, RecordRef, SchemaError
 
 SCHEMA_VERSION = 1
 ITEM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
@@ -104,6 +104,57 @@ class DlqRecordV1(_Record):
     raw_value_b64: str | None  # None when over 1 MiB: the record stays at its source coordinates
     raw_value_size: int
     failed_at: datetime
+
+
+class EventProfileV1(_Record):
+    """One event type of a profile: an id-list feature with weights, ready for a weighted EmbeddingBag."""
+
+    token_ids: list[int]
+    weights: list[float]
+    count: int
+
+
+class UserProfileV1(_Record):
+    """A user's interest profile on ``user.profiles.v1`` (compacted, key = user_id)."""
+
+    schema_version: Literal[1] = 1
+    user_id: str
+    tokenizer: str
+    features_topic: str
+    half_life_s: float
+    as_of: datetime | None  # event time the weights are expressed at (the newest engagement applied)
+    events: dict[str, EventProfileV1]
+    engagements: int
+    updated_at: datetime
+
+
+class UnmatchedEngagementV1(_Record):
+    """An engagement that was never applied because its item's features did not arrive in time or room."""
+
+    schema_version: Literal[1] = 1
+    reason: Literal["pending_full", "pending_expired"]
+    engagement_id: str
+    user_id: str
+    item_id: str
+    event: str
+    value: float
+    ts: datetime
+    queued_at: datetime
+    dropped_at: datetime
+
+
+RAW_IN_DLQ_MAX = 1 << 20  # larger raw values stay at their source coordinates only
+
+
+def dlq_record(ref: RecordRef, err: RecordError, raw_key: bytes | None, raw_value: bytes | None) -> DlqRecordV1:
+    """The DLQ value for a bad record: why, where it came from, and its raw bytes (up to 1 MiB)."""
+    raw = raw_value or b""
+    return DlqRecordV1(
+        item_id=ref.item_id, reason=err.reason, error_class=type(err).__name__, error_message=str(err),
+        source_topic=ref.topic, source_partition=ref.partition, source_offset=ref.offset,
+        raw_key_b64=b64(raw_key), raw_value_b64=b64(raw) if len(raw) <= RAW_IN_DLQ_MAX else None,
+        raw_value_size=len(raw), failed_at=now_utc(),
+    )  # fmt: skip
 
 
 def parse_upload(raw: bytes) -> UploadV1:

@@ -6,6 +6,7 @@ Only this module reads the environment; everything else receives a ``Settings``.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS
 from mmfeat.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -82,6 +84,36 @@ class Settings(BaseSettings):
     hash_buckets: int = Field(default=1 << 20, ge=16)
     caption_max_words: int = Field(default=32, ge=1)
 
+    # User interest profiles (streams/, the Faust app).
+    engagements_topic: str = "engagements"
+    profiles_topic: str = "user.profiles.v1"
+    engagements_dlq_topic: str = "engagements.dlq"
+    unmatched_topic: str = "engagements.unmatched"
+    profiles_app_id: str = "mmfeat-profiles"
+    profiles_data_dir: Path | None = None
+    profiles_web_host: str = "127.0.0.1"
+    profiles_web_port: int = 16066
+    profiles_partitions: int = Field(default=4, ge=1, description="partitions of the app's internal topics and tables")
+    profile_tokenizer: str = Field(default="word", description="which token_ids list of the item features a profile aggregates")
+    event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    half_life_s: float = Field(default=7 * 86400.0, gt=0, description="time decay on event time")
+    profile_top_k: int = Field(default=32, ge=1)
+    profile_max_tokens: int = Field(default=4096, ge=1, description="state cap per user and event type")
+    dedupe_horizon_s: float = Field(default=30 * 86400.0, gt=0, description="event time an applied engagement id is remembered")
+    pending_max_per_item: int = Field(default=256, ge=1, description="engagements waiting for one item's features")
+    pending_ttl_s: float = Field(default=600.0, gt=0, description="how long an engagement waits for its item's features")
+    pending_tick_s: float = Field(default=5.0, gt=0, description="how often waiting engagements are checked for expiry")
+    max_future_s: float = Field(default=300.0, ge=0, description="engagements further in the future are rejected")
+    profiles_commit_s: float = Field(default=1.0, gt=0, description="Faust offset commit interval")
+
+    @field_validator("event_weights")
+    @classmethod
+    def _finite_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, w in weights.items() if not math.isfinite(w) or w < 0]
+        if bad or not weights:
+            raise ValueError(f"event weights must be finite and >= 0 (bad: {bad or 'empty'})")
+        return weights
+
     @field_validator("allowed_hosts")
     @classmethod
     def _lower_hosts(cls, hosts: list[str]) -> list[str]:
@@ -90,6 +122,10 @@ class Settings(BaseSettings):
     @property
     def dedupe_store(self) -> Path:
         return self.dedupe_path or self.state_dir / f"dedupe-{self.group_id}"
+
+    @property
+    def profiles_state(self) -> Path:
+        return self.profiles_data_dir or self.state_dir / f"faust-{self.profiles_app_id}"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -12,6 +12,10 @@ def topic_specs(settings: Settings, partitions: int = 4) -> list[TopicSpec]:
         TopicSpec(settings.features_topic, partitions, compacted=True),
         TopicSpec(settings.deferred_topic, partitions),
         TopicSpec(settings.dlq_topic, partitions),
+        TopicSpec(settings.engagements_topic, partitions),
+        TopicSpec(settings.profiles_topic, partitions, compacted=True),
+        TopicSpec(settings.engagements_dlq_topic, partitions),
+        TopicSpec(settings.unmatched_topic, partitions),
     ]
 
 

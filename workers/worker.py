@@ -39,9 +39,8 @@ from mmfeat.schemas import (
     H_REASON,
     H_SOURCE,
     DeferredRecordV1,
-    DlqRecordV1,
     UploadV1,
-    b64,
+    dlq_record,
     now_utc,
     parse_upload,
     peek_item_id,
@@ -53,7 +52,6 @@ from workers.gate import DedupeStore, TokenBucket, content_key
 from workers.triton_client import CaptionResult, TritonCaptioner
 
 log = logging.getLogger("mmfeat.worker")
-RAW_IN_DLQ_MAX = 1024 * 1024  # larger raw values stay in the source topic; the DLQ names where
 
 
 @dataclass
@@ -110,13 +108,7 @@ class CaptionWorker:
     # ---- outcomes -----------------------------------------------------------------------------
 
     def _dlq(self, msg: Message, ref: RecordRef, err: RecordError) -> OutRecord:
-        raw = msg.value() or b""
-        rec = DlqRecordV1(
-            item_id=ref.item_id, reason=err.reason, error_class=type(err).__name__, error_message=str(err),
-            source_topic=ref.topic, source_partition=ref.partition, source_offset=ref.offset,
-            raw_key_b64=b64(msg.key()), raw_value_b64=b64(raw) if len(raw) <= RAW_IN_DLQ_MAX else None,
-            raw_value_size=len(raw), failed_at=now_utc(),
-        )  # fmt: skip
+        rec = dlq_record(ref, err, msg.key(), msg.value())
         log.warning("DLQ %s: %s: %s", ref, err.reason, err)
         self.stats.dlq += 1
         self.stats.dlq_reasons[err.reason] += 1

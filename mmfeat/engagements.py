@@ -1,0 +1,123 @@
+"""Engagement records (``engagements`` topic, key = user_id): the contract and its validation.
+
+Parsing is pure (the clock is an argument) so the Faust agent, the offline evaluation and the
+tests reject exactly the same records for exactly the same reasons.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from mmfeat.errors import SchemaError
+from mmfeat.schemas import ITEM_ID_PATTERN, _Record
+
+DEFAULT_EVENT_WEIGHTS = {"like": 1.0, "comment": 2.0, "share": 3.0, "view": 0.25, "time_spent": 0.02}
+
+
+class EngagementV1(_Record):
+    """One engagement on ``engagements``. ``value`` is 1 for a like, seconds for time_spent."""
+
+    schema_version: Literal[1] = 1
+    user_id: str = Field(pattern=ITEM_ID_PATTERN)
+    item_id: str = Field(pattern=ITEM_ID_PATTERN)
+    event: str = Field(min_length=1, max_length=64)
+    value: float = 1.0
+    ts: datetime
+    event_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _aware(self) -> EngagementV1:
+        if self.ts.tzinfo is None:
+            raise ValueError("ts must carry a timezone (ISO-8601 with offset or Z)")
+        return self
+
+
+@dataclass(frozen=True)
+class Engagement:
+    """A validated engagement as the pipeline carries it: event time in epoch seconds and a stable id.
+
+    ``id`` is the record's ``event_id`` when it has one, else its source coordinates
+    (``engagements[p]@offset``), which are the same on every redelivery: the key of idempotence.
+    """
+
+    id: str
+    user_id: str
+    item_id: str
+    event: str
+    value: float
+    ts: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Engagement:
+        return cls(
+            id=str(d["id"]),
+            user_id=str(d["user_id"]),
+            item_id=str(d["item_id"]),
+            event=str(d["event"]),
+            value=float(d["value"]),
+            ts=float(d["ts"]),
+        )
+
+
+def source_id(topic: str, partition: int, offset: int) -> str:
+    """The id of an engagement that carries no event_id: its coordinates, stable across redeliveries."""
+    return f"{topic}[{partition}]@{offset}"
+
+
+def parse_engagement(
+    raw: bytes | None,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_s: float,
+    event_weights: Mapping[str, float],
+    max_future_s: float,
+) -> Engagement:
+    """Validate one raw engagement record; raise SchemaError with a stable reason and a one-line message.
+
+    "The future" is measured from the record's Kafka timestamp, not the clock, so a replay of the
+    topic accepts and rejects exactly what the live app did.
+
+    Reasons: ``bad_json``, ``missing_id``, ``schema``, ``unknown_event``, ``bad_value``, ``future_ts``.
+    """
+    if raw is None:
+        raise SchemaError("empty value (tombstone) on the engagements topic", reason="schema")
+    try:
+        rec = EngagementV1.model_validate_json(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        if first["type"] == "json_invalid":
+            raise SchemaError(f"not valid JSON: {first['msg']}", reason="bad_json") from e
+        if first["type"] == "missing" and where in ("user_id", "item_id"):
+            raise SchemaError(f"{where} is missing", reason="missing_id") from e
+        if where == "value":
+            raise SchemaError(f"value: {first['msg']}", reason="bad_value") from e
+        raise SchemaError(f"{where}: {first['msg']}") from e
+    if rec.event not in event_weights:
+        known = ", ".join(sorted(event_weights))
+        raise SchemaError(f"unknown event type {rec.event!r} (known: {known})", reason="unknown_event")
+    if not math.isfinite(rec.value) or rec.value < 0:
+        raise SchemaError(f"value must be a finite number >= 0, got {rec.value}", reason="bad_value")
+    ts = rec.ts.timestamp()
+    if ts > timestamp_s + max_future_s:
+        ahead = ts - timestamp_s
+        raise SchemaError(f"ts {rec.ts.isoformat()} is {ahead:.0f}s ahead of the record (limit {max_future_s:.0f}s)", reason="future_ts")
+    return Engagement(
+        id=rec.event_id or source_id(topic, partition, offset),
+        user_id=rec.user_id,
+        item_id=rec.item_id,
+        event=rec.event,
+        value=rec.value,
+        ts=ts,
+    )

@@ -1,0 +1,1 @@
+"""The Faust app that keeps user interest profiles (see streams/app.py)."""

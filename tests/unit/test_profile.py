@@ -1,0 +1,109 @@
+"""The profile update rule: decay on event time, out-of-order events, idempotence, weights, top-K."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import pytest
+
+from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS, Engagement
+from mmfeat.profile import ProfileConfig, ProfileState, apply_engagement, build_profiles, profile_features, profile_record
+
+HL = 100.0
+CFG = ProfileConfig(event_weights={"like": 1.0, "share": 3.0, "time_spent": 0.5}, half_life_s=HL, top_k=3)
+
+
+def eng(i: int, ts: float, event: str = "like", value: float = 1.0, item: str = "a", user: str = "u") -> Engagement:
+    return Engagement(id=f"e{i}", user_id=user, item_id=item, event=event, value=value, ts=ts)
+
+
+def fold(events: list[tuple[Engagement, list[int]]], cfg: ProfileConfig = CFG) -> ProfileState:
+    state = None
+    for e, toks in events:
+        state, _ = apply_engagement(state, e, toks, cfg)
+    assert state is not None
+    return state
+
+
+def test_decay_halves_weight_per_half_life_of_event_time() -> None:
+    s = fold([(eng(1, 1000.0), [7]), (eng(2, 1000.0 + HL), [8])])
+    assert s.ref_ts == 1000.0 + HL
+    assert s.weights["like"][7] == pytest.approx(0.5)
+    assert s.weights["like"][8] == pytest.approx(1.0)
+    s = fold([(eng(1, 0.0), [7]), (eng(2, 3 * HL), [7])])
+    assert s.weights["like"][7] == pytest.approx(1.0 + 0.125)
+
+
+def test_out_of_order_events_give_the_same_profile_in_any_order() -> None:
+    rng = random.Random(3)
+    kinds = ["like", "share", "time_spent"]
+    events = [(eng(i, rng.uniform(0, 500), rng.choice(kinds), rng.uniform(0, 5)), rng.sample(range(20), 4)) for i in range(12)]
+    ref = fold(events)
+    for perm in itertools.islice(itertools.permutations(events), 0, 2000, 97):
+        got = fold(list(perm))
+        assert got.ref_ts == ref.ref_ts and got.counts == ref.counts
+        for ev, ws in ref.weights.items():
+            assert got.weights[ev] == pytest.approx(ws, rel=1e-12)
+    # the late event is decayed to the newest time, not applied at full weight
+    late = fold([(eng(1, 200.0), [1]), (eng(2, 100.0), [2])])
+    assert late.weights["like"][2] == pytest.approx(0.5) and late.weights["like"][1] == pytest.approx(1.0)
+
+
+def test_an_engagement_applied_twice_counts_once() -> None:
+    e = eng(1, 10.0)
+    once, changed1 = apply_engagement(None, e, [1, 2], CFG)
+    twice, changed2 = apply_engagement(once, e, [1, 2], CFG)
+    assert changed1 and not changed2
+    assert twice.counts == {"like": 1} and twice.weights == once.weights
+
+
+def test_the_input_state_is_not_modified() -> None:
+    s1, _ = apply_engagement(None, eng(1, 10.0), [1], CFG)
+    before = s1.to_dict()
+    apply_engagement(s1, eng(2, 500.0), [1, 2], CFG)
+    assert s1.to_dict() == before
+
+
+def test_event_weights_and_values_scale_the_contribution_and_tokens_count_once_per_item() -> None:
+    s = fold([(eng(1, 0.0, "share"), [4, 4, 4]), (eng(2, 0.0, "time_spent", value=30.0), [4])])
+    assert s.weights["share"][4] == pytest.approx(3.0)  # repeated ids in one caption count once
+    assert s.weights["time_spent"][4] == pytest.approx(15.0)
+    assert s.counts == {"share": 1, "time_spent": 1}
+
+
+def test_top_k_cuts_the_features_heaviest_first_ties_by_id() -> None:
+    s = fold([(eng(1, 0.0), [9, 5, 1, 3]), (eng(2, 0.0), [5, 3])])
+    feats = profile_features(s, CFG)
+    assert feats["like"]["token_ids"] == [3, 5, 1]
+    assert feats["like"]["weights"] == pytest.approx([2.0, 2.0, 1.0])
+    assert len(s.weights["like"]) == 4  # the state keeps every token; only the published feature is cut
+
+
+def test_seen_ids_are_forgotten_behind_the_dedupe_horizon() -> None:
+    cfg = ProfileConfig(event_weights={"like": 1.0}, half_life_s=HL, dedupe_horizon_s=50.0)
+    s = fold([(eng(1, 0.0), [1]), (eng(2, 40.0), [1]), (eng(3, 100.0), [1])], cfg)
+    assert set(s.seen) == {"e3"}  # e1 (100 s behind) and e2 (60 s behind) are past the 50 s horizon
+
+
+def test_max_tokens_bounds_the_state() -> None:
+    cfg = ProfileConfig(event_weights={"like": 1.0}, half_life_s=HL, max_tokens=2)
+    s = fold([(eng(1, 0.0), [1, 2]), (eng(2, 0.0), [2, 3]), (eng(3, 0.0), [3, 4])], cfg)
+    # after e2: {1: 1, 2: 2, 3: 1} -> keep 2 and 1 (ties by id); e3's new tokens 3 and 4 then lose the tie
+    assert s.weights["like"] == {2: 2.0, 1: 1.0}
+
+
+def test_state_round_trips_through_json_and_an_empty_state_has_no_time() -> None:
+    s = fold([(eng(1, 5.0), [1, 2]), (eng(2, 7.0, "share"), [2])])
+    assert ProfileState.from_dict(s.to_dict()) == s
+    empty = ProfileState(user_id="x")
+    assert ProfileState.from_dict(empty.to_dict()).ref_ts == -math.inf
+
+
+def test_build_profiles_skips_items_without_tokens_and_record_is_published_shape() -> None:
+    cfg = ProfileConfig(event_weights=DEFAULT_EVENT_WEIGHTS, half_life_s=HL)
+    profiles = build_profiles([eng(1, 0.0, item="a"), eng(2, 0.0, item="nope"), eng(3, 0.0, item="a", user="v")], {"a": [1]}, cfg)
+    assert set(profiles) == {"u", "v"} and profiles["u"].applied == 1
+    rec = profile_record(profiles["u"], cfg, tokenizer="word", features_topic="f")
+    assert rec.events["like"].token_ids == [1] and rec.engagements == 1 and rec.as_of is not None

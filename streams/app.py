@@ -23,7 +23,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from faust.exceptions import SameNode
 from faust.web import Request, Response, View
+from faust.web.exceptions import ServiceUnavailable
 
 from mmfeat.engagements import Engagement, parse_engagement
 from mmfeat.errors import ConfigError, RecordError, RecordRef
@@ -210,11 +212,23 @@ def make_app(settings: Settings) -> faust.App:
         for part in range(p):
             await by_item.send(key=None, value={"kind": "tick"}, partition=part)
 
+    @app.task
+    async def warm_lookup_routing() -> None:
+        """table_route hashes keys with the producer's metadata of the changelog topic; fetch it now, or a
+        lookup after a restart with nothing to write yet fails (the producer has never seen that topic)."""
+        producer = await app.maybe_start_producer()
+        await producer._ensure_producer().partitions_for(names["profiles"])
+
     @app.page("/profiles/{user_id}")
-    @app.table_route(table=profiles, match_info="user_id")
     async def get_profile(web: View, request: Request, user_id: str) -> Response:
         if not re.fullmatch(ITEM_ID_PATTERN, user_id):
             return web.json({"error": f"malformed user id {user_id!r}: 1-128 characters of [A-Za-z0-9._:-]"}, status=400)
+        try:  # the worker that owns the user's partition answers; with one worker that is always this one
+            return await app.router.route_req(profiles.name, user_id, web.web, request)
+        except SameNode:
+            pass
+        except (ServiceUnavailable, TypeError, KeyError):  # no assignment or no topic metadata yet
+            return web.json({"error": "the profiles app is starting or rebalancing; retry"}, status=503)
         got = profiles.get(user_id)
         if got is None:
             return web.json({"error": f"unknown user {user_id!r}"}, status=404)

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +22,7 @@ from mmfeat import services
 from mmfeat.captioner import make_untrained_captioner
 from mmfeat.kafka.client import TopicSpec, ensure_topics, make_consumer
 from mmfeat.kafka.reader import TopicRecord, read_topic
-from mmfeat.settings import DEFAULT_CAPTIONER, Settings, load_settings
+from mmfeat.settings import DEFAULT_CAPTIONER, PROJECT_ROOT, Settings, load_settings
 
 OPENCLIPART = Path("/usr/share/openclipart/png")
 
@@ -145,5 +148,13 @@ def settings_env(s: Settings) -> dict[str, str]:
             continue
         if isinstance(value, list):
             value = json.dumps([str(v) for v in value])
+        elif isinstance(value, dict):
+            value = json.dumps(value)
         env[f"MMFEAT_{name.upper()}"] = str(value)
     return env
+
+
+def start_cli(s: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`mmfeat <args>` in a subprocess with these settings, output appended to ``log``."""
+    env = {**os.environ, **settings_env(s), "PYTHONPATH": str(PROJECT_ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "mmfeat", *args], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)

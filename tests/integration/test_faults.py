@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from mmfeat import services
 from mmfeat.produce import image_uploads, send_uploads
-from mmfeat.settings import PROJECT_ROOT, Settings
-from tests.integration.conftest import Stack, by_key, committed_lag, records, settings_env, small_images, topic_size, wait_for
+from mmfeat.settings import Settings
+from tests.integration.conftest import Stack, by_key, committed_lag, records, small_images, start_cli, topic_size, wait_for
 from workers.worker import BackgroundWorker
 
 
 def start_worker(s: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings_env(s), "PYTHONPATH": str(PROJECT_ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "mmfeat", "worker", *args], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return start_cli(s, log, "worker", *args)
 
 
 def test_sigkill_mid_batch_then_restart_loses_nothing(settings: Settings, tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
-"""`mmfeat bench worker|captioner`: side-by-side measurements on one machine, in one run.
+"""`mmfeat bench worker|captioner|profiles`: side-by-side measurements on one machine, in one run.
 
 - worker:    the caption worker's throughput with a trivially fast Triton model (null_captioner)
              vs the raw confluent-kafka consume rate of the same topic.
 - captioner: the captioner in Triton with dynamic batching vs the same model executing one
              request at a time, under the same concurrent load: throughput and p50/p99 latency.
+- profiles:  the Faust profiles app vs a raw aiokafka consumer of the same engagement topic, and its
+             engagement-to-profile latency under a paced load (bench/profiles.py).
 Results go to results/bench_<name>.json with the command, the machine and the date.
 """
 
@@ -63,13 +65,14 @@ def write_result(out_dir: Path, name: str, figures: dict[str, Any]) -> Path:
 class Stack:
     """Fresh Kafka and/or Triton in a temporary state directory, torn down on exit."""
 
-    def __init__(self, repos: list[Path], kafka: bool = True) -> None:
+    def __init__(self, repos: list[Path], kafka: bool = True, triton: bool = True) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="mmfeat-bench-"))
         self.settings = services.with_free_ports(load_settings(state_dir=self.tmp / "state"))
-        self.repos, self.kafka = repos, kafka
+        self.repos, self.kafka, self.triton = repos, kafka, triton
 
     def __enter__(self) -> Settings:
-        services.up(self.settings, model_repositories=self.repos, kafka=self.kafka, log=lambda m: print(m, file=sys.stderr))
+        log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+        services.up(self.settings, model_repositories=self.repos, kafka=self.kafka, triton=self.triton, log=log)
         return services.resolve(self.settings)
 
     def __exit__(self, *exc: object) -> None:
@@ -236,10 +239,18 @@ def bench_captioner(model_dir: Path, concurrency: int, duration_s: float, instan
     }  # fmt: skip
 
 
+def run_profiles_bench(quick: bool) -> dict[str, Any]:
+    from bench.profiles import bench_profiles
+
+    with Stack([], triton=False) as s:
+        return bench_profiles(s, 2000 if quick else 20000, 300 if quick else 3000)
+
+
 def main(which: str, *, out_dir: Path, quick: bool = False) -> Path:
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "worker": lambda: bench_worker(2000 if quick else 20000),
         "captioner": lambda: bench_captioner(DEFAULT_CAPTIONER, 16, 5 if quick else 30),
+        "profiles": lambda: run_profiles_bench(quick),
     }
     if which not in runners:
         raise SystemExit(f"unknown benchmark {which!r}: choose {', '.join(runners)}")

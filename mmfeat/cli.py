@@ -245,17 +245,19 @@ def demo(
     images: Annotated[Path | None, typer.Option(help="Folder of images (default: the clip-art drawings the captioner knows)")] = None,
     count: Annotated[int, typer.Option(help="How many images to upload")] = 300,
     rate: Annotated[float, typer.Option(help="Uploads per second")] = 30.0,
+    users: Annotated[int, typer.Option(help="Simulated users engaging with the captioned items")] = 40,
+    engagements: Annotated[int, typer.Option(help="Engagements they make")] = 3000,
     seed: int = 0,
 ) -> None:
-    """Bring up fresh services, upload real images, caption them all, print features and a summary."""
+    """Fresh services; upload real images and caption them all; then engagements -> user interest profiles."""
     from mmfeat.demo import run_demo
 
-    run_demo(load_settings(**_flags), images=images, count=count, seed=seed, rate=rate)
+    run_demo(load_settings(**_flags), images=images, count=count, seed=seed, rate=rate, profile_users=users, engagements=engagements)
 
 
 @app.command()
 def bench(
-    which: Annotated[str, typer.Argument(help="worker | captioner")],
+    which: Annotated[str, typer.Argument(help="worker | captioner | profiles")],
     out_dir: Annotated[Path, typer.Option("--out")] = Path("results"),
     quick: bool = False,
 ) -> None:

@@ -1,16 +1,20 @@
 """`make demo`: fresh embedded services, a few hundred real images uploaded, every one captioned
-(or deferred or dead-lettered), features printed per item, a summary, and nothing left running."""
+(or deferred or dead-lettered), features printed per item, a summary; then engagements of simulated
+users through the profiles app and a few of their profiles; nothing left running."""
 
 from __future__ import annotations
 
 import gc
+import os
 import random
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -19,11 +23,12 @@ from tqdm import tqdm
 
 from mmfeat import services
 from mmfeat.clipart import OPENCLIPART, load_vocabulary
+from mmfeat.kafka.client import OutRecord, ensure_topics, topic_size
 from mmfeat.kafka.reader import read_topic
-from mmfeat.produce import image_uploads, list_images, send_uploads
-from mmfeat.render import caption_grid, short_ids
+from mmfeat.produce import engagement_records, image_uploads, interest_engagements, list_images, send_records, send_uploads
+from mmfeat.render import caption_grid, profile_table, short_ids
 from mmfeat.schemas import H_FEATURED_AT, UploadV1
-from mmfeat.settings import Settings
+from mmfeat.settings import PROJECT_ROOT, Settings
 from mmfeat.topics import create_topics
 from workers.worker import BackgroundWorker, CaptionWorker
 
@@ -59,7 +64,57 @@ def demo_images(images: Path | None, count: int, seed: int) -> list[Path]:
     return sorted(random.Random(seed).sample(drawings, min(count, len(drawings))))
 
 
-def run_demo(base: Settings, *, images: Path | None, count: int, seed: int, rate: float = 30.0) -> Path:
+def demo_profiles(s: Settings, captions: dict[str, str], *, users: int, engagements: int, seed: int) -> None:
+    """Engagements of users with known interests -> the profiles app -> a few profiles, decoded."""
+    from streams.app import app_topic_specs, profile_config
+    from streams.client import fetch_profile
+    from streams.offline import recompute_profiles
+
+    console.rule("user interest profiles")
+    s = s.model_copy(update={"profiles_web_port": services.free_port()})
+    ensure_topics(s, app_topic_specs(s))
+    start = datetime.now(UTC) - timedelta(days=2)
+    evs, interests = interest_engagements(captions, users, engagements, seed=seed, start=start)
+    bad = [b"{not json", b'{"user_id": "user-000", "item_id": "demo-000001", "event": "poke", "ts": "2026-01-01T00:00:00Z"}']
+    with tqdm(total=len(evs), desc="engagements", unit="ev", file=sys.stderr) as bar:
+        send_records(s, engagement_records(s, evs), progress=lambda k: bar.update(k - bar.n), chunk=200)
+    send_records(s, [OutRecord(s.engagements_topic, "user-000", raw) for raw in bad])
+    log = s.state_dir / "profiles.log"
+    env = {**os.environ, **s.to_env(), "PYTHONPATH": str(PROJECT_ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "mmfeat", "profiles"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    try:
+        with tqdm(total=len(evs), desc="profile updates", unit="upd", file=sys.stderr) as bar:
+            deadline = time.monotonic() + 300
+            while (done := topic_size(s, s.profiles_topic)) < len(evs) and proc.poll() is None and time.monotonic() < deadline:
+                bar.update(done - bar.n)
+                time.sleep(0.5)
+            bar.update(done - bar.n)
+        if done < len(evs):
+            raise services.ServiceError(f"the profiles app applied {done} of {len(evs)} engagements; see {log}")
+        truth = recompute_profiles(s, profile_config(s))
+        url = f"http://{s.profiles_web_host}:{s.profiles_web_port}"
+        served = {u: fetch_profile(url, u) for u in sorted(truth)}
+        for user in sorted(truth)[:3]:
+            console.print(f"{user} was simulated to like [bold]{' and '.join(interests[user])}[/bold]")
+            console.print(profile_table(served[user], s, words=8))
+        same = all(served[u].engagements == p.applied for u, p in truth.items())
+        dlq = list(read_topic(s, s.engagements_dlq_topic, timeout_s=5))
+        console.print(
+            f"profiles: {len(served)} users from {len(evs)} engagements; engagement counts equal a recomputation "
+            f"from the log: {'yes' if same else '[red]NO[/red]'}; DLQ {len(dlq)} {dict(Counter(r.json_value()['reason'] for r in dlq))}"
+        )
+        console.print(f"lookup while it ran: {url}/profiles/<user_id>; app log {log}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run_demo(
+    base: Settings, *, images: Path | None, count: int, seed: int, rate: float = 30.0, profile_users: int = 40, engagements: int = 3000
+) -> Path:
     """Run the demo; return the path of the caption grid PNG it wrote."""
 
     if images is not None and not images.is_dir():
@@ -134,6 +189,8 @@ def run_demo(base: Settings, *, images: Path | None, count: int, seed: int, rate
         console.print(
             "nothing lost: every upload has exactly one outcome" if lost == 0 else f"[red]{lost} upload(s) without an outcome[/red]"
         )
+        captions = {k: rec.json_value()["caption"] for k, rec in features.items() if k}
+        demo_profiles(s, captions, users=profile_users, engagements=engagements, seed=seed)
     finally:
         services.down(s, log=console.print)
     return grid

@@ -6,7 +6,7 @@ import base64
 import io
 import itertools
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -132,3 +132,30 @@ def synthetic_engagements(
 def engagement_records(settings: Settings, engagements: Iterable[EngagementV1]) -> Iterator[OutRecord]:
     for e in engagements:
         yield OutRecord(settings.engagements_topic, e.user_id, e.model_dump_json(exclude_none=True).encode())
+
+
+def interest_engagements(
+    captions: Mapping[str, str], users: int, n: int, *, seed: int = 0, start: datetime, span_s: float = 2 * 86400.0
+) -> tuple[list[EngagementV1], dict[str, list[str]]]:
+    """Engagements of users who each like two caption words: 70% of a user's engagements go to items whose
+    caption has one of them. Returns the engagements (in event-time order) and each user's two words."""
+    rng = random.Random(seed)
+    by_word: dict[str, list[str]] = {}
+    for item, caption in sorted(captions.items()):
+        for word in set(caption.split()):
+            if len(word) > 3:
+                by_word.setdefault(word, []).append(item)
+    common = sorted((w for w, its in by_word.items() if len(its) >= 3), key=lambda w: (-len(by_word[w]), w))[:40]
+    if not common:
+        raise ValueError("no caption word is shared by 3 items: too few items for interest engagements")
+    interests = {f"user-{u:03d}": rng.sample(common, min(2, len(common))) for u in range(users)}
+    items = sorted(captions)
+    out = []
+    for i in range(n):
+        user = rng.choice(sorted(interests))
+        pool = by_word[rng.choice(interests[user])] if rng.random() < 0.7 else items
+        event = rng.choices(("like", "comment", "share", "view", "time_spent"), weights=(4, 1, 1, 8, 3))[0]
+        value = round(rng.uniform(2, 90), 1) if event == "time_spent" else 1.0
+        ts = start + timedelta(seconds=span_s * i / n)
+        out.append(EngagementV1(user_id=user, item_id=rng.choice(pool), event=event, value=value, ts=ts, event_id=f"demo-{seed}-{i:06d}"))
+    return out, interests

@@ -48,6 +48,7 @@ class ProfileState:
     weights: dict[str, dict[int, float]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)
+    last_id: str | None = None  # the engagement that made this version (lineage, freshness)
 
     @property
     def applied(self) -> int:
@@ -60,6 +61,7 @@ class ProfileState:
             "weights": {ev: [[t, w] for t, w in ws.items()] for ev, ws in self.weights.items()},
             "counts": dict(self.counts),
             "seen": dict(self.seen),
+            "last_id": self.last_id,
         }
 
     @classmethod
@@ -71,6 +73,7 @@ class ProfileState:
             weights={ev: {int(t): float(w) for t, w in pairs} for ev, pairs in d.get("weights", {}).items()},
             counts={ev: int(n) for ev, n in d.get("counts", {}).items()},
             seen={k: float(v) for k, v in d.get("seen", {}).items()},
+            last_id=d.get("last_id"),
         )
 
 
@@ -106,7 +109,7 @@ def apply_engagement(
     seen[e.id] = e.ts
     counts = dict(old.counts)
     counts[e.event] = counts.get(e.event, 0) + 1
-    return ProfileState(user_id=old.user_id, ref_ts=ref, weights=weights, counts=counts, seen=seen), True
+    return ProfileState(user_id=old.user_id, ref_ts=ref, weights=weights, counts=counts, seen=seen, last_id=e.id), True
 
 
 def top_tokens(weights: Mapping[int, float], k: int) -> tuple[list[int], list[float]]:
@@ -147,5 +150,6 @@ def profile_record(state: ProfileState, cfg: ProfileConfig, *, tokenizer: str, f
         as_of=datetime.fromtimestamp(state.ref_ts, UTC) if math.isfinite(state.ref_ts) else None,
         events={ev: EventProfileV1(**f) for ev, f in profile_features(state, cfg).items()},
         engagements=state.applied,
+        last_engagement_id=state.last_id,
         updated_at=now_utc(),
     )

@@ -125,6 +125,7 @@ class UserProfileV1(_Record):
     as_of: datetime | None  # event time the weights are expressed at (the newest engagement applied)
     events: dict[str, EventProfileV1]
     engagements: int
+    last_engagement_id: str | None  # the engagement whose application produced this version
     updated_at: datetime
 
 

@@ -6,6 +6,7 @@ Only this module reads the environment; everything else receives a ``Settings``.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -122,6 +123,21 @@ class Settings(BaseSettings):
     @property
     def dedupe_store(self) -> Path:
         return self.dedupe_path or self.state_dir / f"dedupe-{self.group_id}"
+
+    def to_env(self) -> dict[str, str]:
+        """``MMFEAT_*`` variables that reproduce these settings in a subprocess (secrets included: pass with care)."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, list):
+                value = json.dumps([str(v) for v in value])
+            elif isinstance(value, dict):
+                value = json.dumps(value)
+            env[ENV_PREFIX + name.upper()] = str(value)
+        return env
 
     @property
     def profiles_state(self) -> Path:

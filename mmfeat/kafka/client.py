@@ -189,3 +189,13 @@ def decode_headers(msg: Message) -> dict[str, str]:
     for k, v in headers:
         out[k] = v.decode("utf-8", "replace") if isinstance(v, bytes) else (v or "")
     return out
+
+
+def topic_size(settings: Settings, topic: str) -> int:
+    """Records written to ``topic`` so far (the sum of its partitions' high watermarks)."""
+    c = make_consumer(settings, "mmfeat-probe")
+    try:
+        meta = c.list_topics(topic, timeout=10).topics[topic]
+        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions)
+    finally:
+        c.close()

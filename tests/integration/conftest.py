@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
@@ -106,16 +105,6 @@ def by_key(recs: list[TopicRecord]) -> dict[str, TopicRecord]:
     return {r.key: r for r in recs if r.key is not None}
 
 
-def topic_size(s: Settings, topic: str) -> int:
-    """Records written to ``topic`` so far (sum of high watermarks)."""
-    c = make_consumer(s, "mmfeat-probe")
-    try:
-        meta = c.list_topics(topic, timeout=5).topics[topic]
-        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1] for p in meta.partitions)
-    finally:
-        c.close()
-
-
 def committed_lag(s: Settings) -> int:
     """How many upload records the worker group has not committed past."""
     c = make_consumer(s, s.group_id)
@@ -140,21 +129,7 @@ def wait_for(cond: Any, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def settings_env(s: Settings) -> dict[str, str]:
-    """MMFEAT_* env vars that reproduce ``s`` in a subprocess."""
-    env = {}
-    for name, value in s.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, list):
-            value = json.dumps([str(v) for v in value])
-        elif isinstance(value, dict):
-            value = json.dumps(value)
-        env[f"MMFEAT_{name.upper()}"] = str(value)
-    return env
-
-
 def start_cli(s: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
     """`mmfeat <args>` in a subprocess with these settings, output appended to ``log``."""
-    env = {**os.environ, **settings_env(s), "PYTHONPATH": str(PROJECT_ROOT)}
+    env = {**os.environ, **s.to_env(), "PYTHONPATH": str(PROJECT_ROOT)}
     return subprocess.Popen([sys.executable, "-m", "mmfeat", *args], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)

@@ -19,7 +19,7 @@ import pytest
 
 from mmfeat import services
 from mmfeat.engagements import EngagementV1
-from mmfeat.kafka.client import OutRecord, ensure_topics
+from mmfeat.kafka.client import OutRecord, ensure_topics, topic_size
 from mmfeat.produce import engagement_records, send_records, synthetic_engagements
 from mmfeat.profile import ProfileState
 from mmfeat.schemas import DlqRecordV1, UnmatchedEngagementV1, UserProfileV1
@@ -27,7 +27,7 @@ from mmfeat.settings import Settings
 from streams.app import app_topic_specs, internal_topics, profile_config
 from streams.client import UnknownUser, fetch_profile
 from streams.offline import recompute_profiles
-from tests.integration.conftest import records, start_cli, topic_size, wait_for
+from tests.integration.conftest import records, start_cli, wait_for
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -1,0 +1,147 @@
+"""`mmfeat bench profiles`: the Faust profiles app vs a raw aiokafka consumer of the same engagement topic.
+
+1. Backlog: N engagements (and their items' features) are on the topic before anything starts. A bare
+   aiokafka consumer reads them (the baseline), then the profiles app works through them; its rate is
+   N over the span between its first and last profile record (start-up excluded).
+2. Under load: with the app caught up, engagements are produced at a fixed rate (half the measured
+   backlog rate) and each profile record is matched, by ``last_engagement_id``, to the engagement that
+   produced it: engagement-to-profile latency = profile record timestamp - engagement record timestamp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
+from tqdm import tqdm
+
+from mmfeat.demo import percentile
+from mmfeat.engagements import EngagementV1
+from mmfeat.kafka.client import OutRecord, ensure_topics, topic_size
+from mmfeat.kafka.reader import read_topic
+from mmfeat.produce import engagement_records, send_records, synthetic_engagements
+from mmfeat.services import free_port
+from mmfeat.settings import PROJECT_ROOT, Settings
+from streams.app import app_topic_specs
+
+
+async def _aiokafka_rate(bootstrap: str, topic: str, n: int) -> float:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        got, start, first = 0, 0.0, 0
+        while got < n:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=500)
+            k = sum(len(b) for b in batches.values())
+            if k and not got:  # the clock starts once the first batch is in (connection set-up excluded)
+                start, first = time.perf_counter(), k
+            got += k
+        return (n - first) / (time.perf_counter() - start)
+    finally:
+        await consumer.stop()
+
+
+def aiokafka_consume_rate(s: Settings, topic: str, n: int) -> float:
+    """Records/s of a bare aiokafka consumer (the client Faust itself uses) reading ``n`` records from the start."""
+    assert s.bootstrap_servers
+    return asyncio.run(_aiokafka_rate(s.bootstrap_servers, topic, n))
+
+
+def _wait_profiles(s: Settings, target: int, desc: str, timeout_s: float = 900) -> None:
+    deadline = time.monotonic() + timeout_s
+    with tqdm(total=target, desc=desc, unit="upd", file=sys.stderr) as bar:
+        while (got := topic_size(s, s.profiles_topic)) < target:
+            bar.update(got - bar.n)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"profiles app wrote {got} of {target} profile records in {timeout_s}s")
+            time.sleep(0.5)
+        bar.update(got - bar.n)
+
+
+def _paced(s: Settings, evs: list[EngagementV1], rate: float) -> None:
+    """Send engagements at ``rate`` per second, event time = send time."""
+    start = time.perf_counter()
+    chunk = max(1, int(rate / 20))
+    for i in range(0, len(evs), chunk):
+        now = datetime.now(UTC)
+        batch = [e.model_copy(update={"ts": now}) for e in evs[i : i + chunk]]
+        send_records(s, engagement_records(s, batch), chunk=chunk)
+        ahead = start + (i + chunk) / rate - time.perf_counter()
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+def bench_profiles(s: Settings, n: int, load_n: int, users: int = 500, items: int = 300) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="mmfeat-bench-profiles-"))
+    s = s.model_copy(
+        update={
+            "profiles_app_id": f"bench-profiles-{time.time_ns()}",
+            "profiles_data_dir": tmp / "faust",
+            "profiles_web_port": free_port(),
+            "engagements_topic": "bench.engagements",
+            "profiles_topic": "bench.user.profiles.v1",
+            "features_topic": "bench.item-features",
+        }
+    )
+    ensure_topics(s, app_topic_specs(s))
+    item_ids = [f"it-{i}" for i in range(items)]
+    feats = [
+        OutRecord(
+            s.features_topic, it, json.dumps({"item_id": it, "token_ids": {"word": [2 + (i * k) % 160 for k in range(1, 9)]}}).encode()
+        )
+        for i, it in enumerate(item_ids)
+    ]
+    send_records(s, feats)
+    user_ids = [f"u{i}" for i in range(users)]
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    with tqdm(total=n, desc="produce", unit="rec", file=sys.stderr) as bar:
+        evs = synthetic_engagements(user_ids, item_ids, n, seed=1, start=start, spacing_s=1.0, shuffle_s=600.0)
+        send_records(s, engagement_records(s, evs), progress=lambda k: bar.update(k - bar.n), chunk=1000)
+    raw = aiokafka_consume_rate(s, s.engagements_topic, n)
+
+    log = tmp / "profiles.log"
+    env = {**os.environ, **s.to_env(), "PYTHONPATH": str(PROJECT_ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "mmfeat", "profiles"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    try:
+        _wait_profiles(s, n, "profiles (backlog)")
+        stamps = [r.timestamp_ms for r in read_topic(s, s.profiles_topic, timeout_s=5)]
+        app_rate = (n - 1) / ((max(stamps) - min(stamps)) / 1000)
+
+        rate = max(10.0, round(app_rate / 2))
+        load = list(synthetic_engagements(user_ids, item_ids, load_n, seed=2, start=start))
+        _paced(s, load, rate)
+        _wait_profiles(s, n + load_n, "profiles (under load)")
+        produced = {json.loads(r.value or b"{}").get("event_id"): r.timestamp_ms for r in read_topic(s, s.engagements_topic, timeout_s=5)}
+        latencies = []
+        for r in read_topic(s, s.profiles_topic, timeout_s=5):
+            eid = json.loads(r.value or b"{}").get("last_engagement_id")
+            if isinstance(eid, str) and eid.startswith("ev-2-") and eid in produced:
+                latencies.append((r.timestamp_ms - produced[eid]) / 1000)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert len(latencies) >= load_n * 0.9, f"matched {len(latencies)} of {load_n} engagements to profile records"
+    return {
+        "engagements": n, "users": users, "items": items,
+        "aiokafka_consume_per_s": round(raw, 1), "profile_updates_per_s": round(app_rate, 1),
+        "ratio": round(app_rate / raw, 4), "goal_ratio": 0.25, "stretch_ratio": 0.5,
+        "load_engagements": load_n, "load_rate_per_s": rate,
+        "latency_p50_s": round(percentile(latencies, 50), 3), "latency_p99_s": round(percentile(latencies, 99), 3),
+        "latency_matched": len(latencies),
+        "notes": "4 partitions; word-token features of 8 ids per item; one profile record per engagement; "
+                 "app rate = N / (last - first profile record timestamp); latency = profile record - engagement record timestamp, "
+                 "under a paced load at half the backlog rate",
+    }  # fmt: skip

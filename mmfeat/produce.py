@@ -145,7 +145,9 @@ def interest_engagements(
         for word in set(caption.split()):
             if len(word) > 3:
                 by_word.setdefault(word, []).append(item)
-    common = sorted((w for w, its in by_word.items() if len(its) >= 3), key=lambda w: (-len(by_word[w]), w))[:40]
+    # words of a few items (not "white", "background" or "large", which half of all captions have)
+    most = max(3, len(captions) // 20)
+    common = sorted((w for w, its in by_word.items() if 3 <= len(its) <= most), key=lambda w: (-len(by_word[w]), w))[:40]
     if not common:
         raise ValueError("no caption word is shared by 3 items: too few items for interest engagements")
     interests = {f"user-{u:03d}": rng.sample(common, min(2, len(common))) for u in range(users)}

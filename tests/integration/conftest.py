@@ -133,3 +133,9 @@ def start_cli(s: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
     """`mmfeat <args>` in a subprocess with these settings, output appended to ``log``."""
     env = {**os.environ, **s.to_env(), "PYTHONPATH": str(PROJECT_ROOT)}
     return subprocess.Popen([sys.executable, "-m", "mmfeat", *args], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def run_cli(s: Settings, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """`mmfeat <args>` to completion with these settings; stdout and stderr captured."""
+    env = {**os.environ, **s.to_env(), "PYTHONPATH": str(PROJECT_ROOT)}
+    return subprocess.run([sys.executable, "-m", "mmfeat", *args], env=env, capture_output=True, text=True, timeout=timeout_s)

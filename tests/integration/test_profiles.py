@@ -24,10 +24,11 @@ from mmfeat.produce import engagement_records, send_records, synthetic_engagemen
 from mmfeat.profile import ProfileState
 from mmfeat.schemas import DlqRecordV1, UnmatchedEngagementV1, UserProfileV1
 from mmfeat.settings import Settings
+from mmfeat.tokenizers import load_tokenizers
 from streams.app import app_topic_specs, internal_topics, profile_config
 from streams.client import UnknownUser, fetch_profile
 from streams.offline import recompute_profiles
-from tests.integration.conftest import records, start_cli, wait_for
+from tests.integration.conftest import records, run_cli, start_cli, wait_for
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -192,6 +193,16 @@ def test_profiles_equal_recomputation_late_features_applied_bad_records_to_dlq(p
     assert {u: p.engagements for u, p in latest.items()} == {u: p.applied for u, p in truth.items()}
     assert http_status(f"{app.url}/profiles/nobody") == 404
     assert http_status(f"{app.url}/profiles/bad%20id") == 400
+
+    # `mmfeat profile` prints the served profile with its heaviest tokens decoded back to words
+    u0 = latest["u0"]
+    top_event = max(u0.events, key=lambda ev: u0.events[ev].count)
+    words = load_tokenizers(["word"], ps.tokenizer_dir, ps.hash_buckets)["word"].decode(u0.events[top_event].token_ids[:3])
+    shown = run_cli(ps, "profile", "u0", "--url", app.url)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{u0.engagements} engagements" in shown.stdout and all(w in shown.stdout for w in words)
+    missing = run_cli(ps, "profile", "nobody", "--url", app.url)
+    assert missing.returncode == 1 and "unknown user" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_sigkill_mid_stream_then_restart_counts_every_engagement_once(ps: Settings, tmp_path: Path) -> None:

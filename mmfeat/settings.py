@@ -10,7 +10,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -95,7 +95,9 @@ class Settings(BaseSettings):
     profiles_web_host: str = "127.0.0.1"
     profiles_web_port: int = 16066
     profiles_partitions: int = Field(default=4, ge=1, description="partitions of the app's internal topics and tables")
-    profile_tokenizer: str = Field(default="word", description="which token_ids list of the item features a profile aggregates")
+    profile_tokenizer: Literal["sp", "word", "hash", "decoder"] = Field(
+        default="word", description="which token_ids list of the item features a profile aggregates"
+    )
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     half_life_s: float = Field(default=7 * 86400.0, gt=0, description="time decay on event time")
     profile_top_k: int = Field(default=32, ge=1)

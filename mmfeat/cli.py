@@ -255,6 +255,21 @@ def demo(
     run_demo(load_settings(**_flags), images=images, count=count, seed=seed, rate=rate, profile_users=users, engagements=engagements)
 
 
+@app.command("eval")
+def eval_ranker(
+    seed: Annotated[int, typer.Option(help="Which simulated world")] = 0,
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("results/eval"),
+    quick: Annotated[bool, typer.Option(help="A small world (tests)")] = False,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs per variant")] = None,
+) -> None:
+    """The paper's offline tables on a simulated world: MM-LLM features in a DLRM-style ranker vs a visual baseline."""
+    from ranking.evaluate import run
+
+    run(load_settings(**_flags), seed=seed, out_dir=out_dir, quick=quick, epochs=epochs)
+    out.print((out_dir / "report.md").read_text())
+    console.print(f"eval: wrote {out_dir / 'report.md'}, report.json and report.png")
+
+
 @app.command()
 def bench(
     which: Annotated[str, typer.Argument(help="worker | captioner | profiles")],

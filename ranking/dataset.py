@@ -1,0 +1,130 @@
+"""Examples for the ranker from a World: IDs, dense and visual features, item token lists, and user
+profiles built point-in-time with the shared update rule (mmfeat/profile.py), from engagements
+strictly before each example."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mmfeat.engagements import Engagement
+from mmfeat.profile import ProfileConfig, ProfileState, apply_engagement, profile_features
+from ranking.model import IdList
+from ranking.world import DAY, EVENT_OF_TASK, TASKS, World
+
+PROFILE_EVENTS = ("like", "comment", "share", "time_spent", "view")
+
+
+@dataclass
+class Jagged:
+    """Per-row id lists in CSR form (values, optional weights, row starts)."""
+
+    values: np.ndarray
+    starts: np.ndarray  # [rows + 1]
+    weights: np.ndarray | None = None
+
+    def gather(self, rows: np.ndarray) -> IdList:
+        begin = self.starts[rows]
+        lengths = self.starts[rows + 1] - begin
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        # every value's position: its row's start in the source, plus its rank within the row
+        idx = np.repeat(begin - offsets, lengths) + np.arange(int(lengths.sum()))
+        w = torch.from_numpy(self.weights[idx].astype(np.float32)) if self.weights is not None else None
+        return IdList(torch.from_numpy(self.values[idx].astype(np.int64)), torch.from_numpy(offsets.astype(np.int64)), w)
+
+
+def jagged(rows: list[list[int]], weights: list[list[float]] | None = None) -> Jagged:
+    starts = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    values = np.array([v for r in rows for v in r], dtype=np.int64)
+    w = np.array([x for r in weights for x in r], dtype=np.float32) if weights is not None else None
+    return Jagged(values, starts, w)
+
+
+@dataclass
+class Dataset:
+    user: np.ndarray
+    item: np.ndarray
+    owner: np.ndarray
+    ts: np.ndarray
+    dense: np.ndarray  # [N, d]
+    visual: np.ndarray  # [items, V], gathered by item
+    item_lists: dict[str, Jagged]  # per item
+    profile_lists: dict[str, Jagged]  # per example
+    labels: np.ndarray  # [N, T]
+    vocab: dict[str, int]  # list name -> vocabulary size
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+
+def engagements_of(world: World, k: int) -> list[Engagement]:
+    """The engagements impression k produced: one per positive task, at the impression's time."""
+    out = []
+    for t, task in enumerate(TASKS):
+        if world.labels[k, t] > 0:
+            value = 30.0 if task == "time_spent" else 1.0
+            item = world.items[int(world.imp_item[k])].item_id
+            out.append(
+                Engagement(f"imp-{k}-{task}", f"u{int(world.imp_user[k])}", item, EVENT_OF_TASK[task], value, float(world.imp_ts[k]))
+            )
+    return out
+
+
+def point_in_time_profiles(world: World, cfg: ProfileConfig, tokenizer: str) -> tuple[dict[str, Jagged], list[float]]:
+    """Per example and event type, the user's profile from engagements strictly before the example.
+
+    Returns the lists and, per example, the newest event time its profile contains (-inf when empty):
+    the no-leakage test checks it is always before the example's own time.
+    """
+    states: dict[str, ProfileState] = {}
+    rows: dict[str, list[list[int]]] = {e: [] for e in PROFILE_EVENTS}
+    wts: dict[str, list[list[float]]] = {e: [] for e in PROFILE_EVENTS}
+    newest: list[float] = []
+    applied_upto = 0
+    n = len(world.imp_ts)
+    for k in range(n):
+        t = float(world.imp_ts[k])
+        while applied_upto < k and float(world.imp_ts[applied_upto]) < t:  # strictly before this example
+            for e in engagements_of(world, applied_upto):
+                tokens = world.items[int(world.imp_item[applied_upto])].feature.token_ids[tokenizer]
+                states[e.user_id], _ = apply_engagement(states.get(e.user_id), e, tokens, cfg)
+            applied_upto += 1
+        state = states.get(f"u{int(world.imp_user[k])}")
+        feats = profile_features(state, cfg) if state is not None else {}
+        scale = math.pow(2.0, -(t - state.ref_ts) / cfg.half_life_s) if state is not None else 1.0
+        newest.append(state.ref_ts if state is not None else -math.inf)
+        for ev in PROFILE_EVENTS:
+            f = feats.get(ev, {"token_ids": [], "weights": []})
+            rows[ev].append(list(f["token_ids"]))
+            total = sum(f["weights"]) * scale
+            # weights as shares of the user's decayed total: a weighted mean, whose scale does not grow with activity
+            wts[ev].append([w * scale / total for w in f["weights"]] if total > 0 else [])
+    return {f"profile_{ev}": jagged(rows[ev], wts[ev]) for ev in PROFILE_EVENTS}, newest
+
+
+def build_dataset(
+    world: World, profile_cfg: ProfileConfig, profile_tokenizer: str = "sp", vocab_sizes: dict[str, int] | None = None
+) -> Dataset:
+    items = world.items
+    sizes = vocab_sizes or {}
+
+    def size_of(tok: str) -> int:
+        return sizes.get(tok) or 1 + max((max(it.feature.token_ids[tok], default=0) for it in items), default=0)
+
+    item_lists = {f"item_{tok}": jagged([it.feature.token_ids[tok] for it in items]) for tok in ("sp", "word")}
+    profiles, _ = point_in_time_profiles(world, profile_cfg, profile_tokenizer)
+    vocab = {"item_sp": size_of("sp"), "item_word": size_of("word")}
+    vocab.update({name: size_of(profile_tokenizer) for name in profiles})
+    uploaded = np.array([it.uploaded_at for it in items])
+    age_days = (world.imp_ts - uploaded[world.imp_item]) / DAY
+    hour = (world.imp_ts % DAY) / DAY * 2 * math.pi
+    dense = np.stack([age_days / world.config.days, np.sin(hour), np.cos(hour)], axis=1).astype(np.float32)
+    visual = np.stack([it.visual for it in items]).astype(np.float32)
+    visual = (visual - visual.mean(axis=0)) / (visual.std(axis=0) + 1e-6)
+    return Dataset(
+        user=world.imp_user, item=world.imp_item, owner=np.array([it.owner for it in items])[world.imp_item], ts=world.imp_ts,
+        dense=dense, visual=visual, item_lists=item_lists, profile_lists=profiles, labels=world.labels.astype(np.float32), vocab=vocab,
+    )  # fmt: skip

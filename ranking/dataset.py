@@ -55,6 +55,7 @@ class Dataset:
     profile_lists: dict[str, Jagged]  # per example
     labels: np.ndarray  # [N, T]
     vocab: dict[str, int]  # list name -> vocabulary size
+    table_of: dict[str, str]  # list name -> the tokenizer whose ids it holds (lists of one tokenizer share a table)
 
     def __len__(self) -> int:
         return len(self.user)
@@ -127,4 +128,5 @@ def build_dataset(
     return Dataset(
         user=world.imp_user, item=world.imp_item, owner=np.array([it.owner for it in items])[world.imp_item], ts=world.imp_ts,
         dense=dense, visual=visual, item_lists=item_lists, profile_lists=profiles, labels=world.labels.astype(np.float32), vocab=vocab,
+        table_of={"item_sp": "sp", "item_word": "word"} | {name: profile_tokenizer for name in profiles},
     )  # fmt: skip

@@ -49,7 +49,7 @@ def mean_over_tasks(m: dict[str, dict[str, float]], key: str) -> float:
 def run(settings: Settings, *, seed: int, out_dir: Path, quick: bool = False, epochs: int | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     cfg = replace(QUICK if quick else WorldConfig(), seed=seed)
-    epochs = epochs or (2 if quick else 3)
+    epochs = epochs or (3 if quick else 6)
     with tqdm(total=cfg.items, desc="caption items", unit="item", file=sys.stderr) as bar:
         captioned = caption_items(cfg, settings, progress=lambda k: bar.update(k - bar.n))
     world = build_world(cfg, captioned)

@@ -42,8 +42,12 @@ class RankerConfig:
     visual_dim: int = 0
     lists: Mapping[str, int] = field(default_factory=dict)  # name -> vocabulary size
     weighted: frozenset[str] = frozenset()  # lists that carry per-id weights (summed, not averaged)
+    # lists that share one embedding table (list -> table name), e.g. item tokens and profile tokens of one
+    # tokenizer: the same token then has the same vector on both sides, so their dot product is a match score
+    shared: Mapping[str, str] = field(default_factory=dict)
     tasks: Sequence[str] = ("like", "comment", "share", "time_spent", "consumption")
     dim: int = 16
+    dense_hidden: Sequence[int] = (32,)
     over: Sequence[int] = (64, 32)
 
 
@@ -72,13 +76,40 @@ class TokenListArch(nn.Module):
     def __init__(self, cfg: RankerConfig) -> None:
         super().__init__()
         self.names = sorted(cfg.lists)
-        self.bags = nn.ModuleDict(
-            {n: nn.EmbeddingBag(cfg.lists[n], cfg.dim, mode="sum" if n in cfg.weighted else "mean") for n in self.names}
-        )
+        self.table_of = {n: cfg.shared.get(n, n) for n in self.names}
+        sizes: dict[str, int] = {}
+        for n in self.names:
+            sizes[self.table_of[n]] = max(sizes.get(self.table_of[n], 0), cfg.lists[n])
+        self.tables = nn.ModuleDict({t: nn.Embedding(size, cfg.dim) for t, size in sizes.items()})
+        self.weighted = cfg.weighted
 
     def forward(self, lists: Mapping[str, IdList]) -> torch.Tensor:
-        out = [self.bags[n](lists[n].values, lists[n].offsets, per_sample_weights=lists[n].weights) for n in self.names]
-        return torch.stack(out, dim=1)
+        """One embedding_bag call per table for all its lists (mean lists become weights 1/length)."""
+        out: dict[str, torch.Tensor] = {}
+        for table_name in sorted(set(self.table_of.values())):
+            names = [n for n in self.names if self.table_of[n] == table_name]
+            values, offsets, weights = [], [], []
+            base = 0
+            for n in names:
+                ids = lists[n]
+                count = len(ids.values)
+                lengths = torch.diff(ids.offsets, append=torch.tensor([count]))
+                if n in self.weighted and ids.weights is not None:
+                    w = ids.weights
+                else:
+                    w = torch.repeat_interleave(1.0 / lengths.clamp(min=1).float(), lengths)
+                values.append(ids.values)
+                offsets.append(ids.offsets + base)
+                weights.append(w)
+                base += count
+            table = self.tables[table_name]
+            assert isinstance(table, nn.Embedding)
+            bags = nn.functional.embedding_bag(
+                torch.cat(values), table.weight, torch.cat(offsets), mode="sum", per_sample_weights=torch.cat(weights)
+            )
+            for k, chunk in enumerate(bags.chunk(len(names))):
+                out[names[k]] = chunk
+        return torch.stack([out[n] for n in self.names], dim=1)
 
 
 class DenseArch(nn.Module):
@@ -86,7 +117,7 @@ class DenseArch(nn.Module):
 
     def __init__(self, cfg: RankerConfig) -> None:
         super().__init__()
-        self.net = mlp([cfg.dense_dim + cfg.visual_dim, 32, cfg.dim])
+        self.net = mlp([cfg.dense_dim + cfg.visual_dim, *cfg.dense_hidden, cfg.dim])
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
         return self.net(dense)

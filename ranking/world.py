@@ -34,16 +34,16 @@ DAY = 86400.0
 @dataclass(frozen=True)
 class WorldConfig:
     seed: int = 0
-    users: int = 300
+    users: int = 1000
     items: int = 600
     owners: int = 60
-    impressions: int = 60_000
+    impressions: int = 200_000
     days: float = 28.0
     interests_per_user: int = 3
     w_id: float = 0.5  # user, item and owner biases
     w_pop: float = 0.5  # item popularity
-    w_names: float = 1.2  # liked object names in the scene
-    w_relation: float = 1.6  # the user's liked relation or action word in the scene
+    w_names: float = 2.0  # liked object names in the scene
+    w_relation: float = 2.0  # the user's liked relation or action word in the scene
     start_ts: float = 1_790_000_000.0
 
 

@@ -51,3 +51,20 @@ def test_a_few_steps_lower_the_loss() -> None:
         loss.backward()
         opt.step()
     assert float(loss) < first * 0.5
+
+
+def test_one_bag_call_per_table_equals_one_bag_per_list() -> None:
+    cfg = RankerConfig(n_users=2, n_items=2, n_owners=1, dense_dim=1, lists={"item_sp": 30, "profile_like": 30, "item_word": 40},
+                       weighted=frozenset({"profile_like"}),
+                       shared={"item_sp": "sp", "profile_like": "sp", "item_word": "word"})  # fmt: skip
+    model = DLRMRanker(cfg)
+    _, lists, _, _ = batch(9, cfg, seed=3)
+    got = model.lists(lists)
+    for k, name in enumerate(sorted(cfg.lists)):
+        table = model.lists.tables[cfg.shared[name]].weight
+        mode = "sum" if name in cfg.weighted else "mean"
+        want = torch.nn.functional.embedding_bag(
+            lists[name].values, table, lists[name].offsets, mode=mode, per_sample_weights=lists[name].weights
+        )
+        assert torch.allclose(got[:, k], want, atol=1e-6), name
+    assert model.lists.tables["sp"] is not model.lists.tables["word"] and len(model.lists.tables) == 2

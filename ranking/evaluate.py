@@ -157,7 +157,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
         color=["#dd8452" if f.startswith(("item_", "profile_")) else "#8c8c8c" for f in ranked[::-1]],
     )
     axes[1].set_xlabel("NE increase when shuffled")
-    axes[1].set_title("shuffle feature importance (orange: MM-LLM)")
+    axes[1].set_title("shuffle importance (orange: MM-LLM)")
     fig.tight_layout()
     fig.savefig(out_dir / "report.png", dpi=110)
     plt.close(fig)

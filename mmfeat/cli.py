@@ -270,6 +270,21 @@ def eval_ranker(
     console.print(f"eval: wrote {out_dir / 'report.md'}, report.json and report.png")
 
 
+@app.command("export-training-data")
+def export_training_data(
+    out_file: Annotated[Path, typer.Option("--out", help="Parquet file to write")] = Path("training-data.parquet"),
+    tokenizers: Annotated[str, typer.Option(help="Comma-separated item token lists to include")] = "sp,word",
+) -> None:
+    """Engagements joined with item features and point-in-time profiles, from the topics, as Parquet."""
+    from tqdm import tqdm
+
+    from ranking.export import export_training_data as export
+
+    with tqdm(desc="export", unit="engagement", file=sys.stderr) as bar:
+        summary = export(settings(), out_file, tokenizers=tuple(t for t in tokenizers.split(",") if t), progress=lambda k: bar.update(k - bar.n))
+    console.print(f"export: {summary.rows} rows -> {summary.path}; {summary.without_features} engagement(s) left out: no item features")
+
+
 @app.command()
 def bench(
     which: Annotated[str, typer.Argument(help="worker | captioner | profiles")],

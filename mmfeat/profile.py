@@ -153,3 +153,36 @@ def profile_record(state: ProfileState, cfg: ProfileConfig, *, tokenizer: str, f
         last_engagement_id=state.last_id,
         updated_at=now_utc(),
     )
+
+
+class ProfileTimeline:
+    """Profiles as of any time, from engagements in event-time order: the point-in-time view offline paths need.
+
+    ``before(user, t)`` applies every engagement with ``ts < t`` (strictly before: an example never
+    sees its own engagement) and returns the user's state. Queries must come in non-decreasing ``t``.
+    """
+
+    def __init__(self, engagements: Iterable[tuple[Engagement, Sequence[int]]], cfg: ProfileConfig) -> None:
+        self._events = sorted(engagements, key=lambda et: et[0].ts)
+        self._next = 0
+        self._t = -math.inf
+        self.cfg = cfg
+        self.states: dict[str, ProfileState] = {}
+
+    def before(self, user_id: str, t: float) -> ProfileState | None:
+        if t < self._t:
+            raise ValueError(f"point-in-time queries must not go back in time ({t} < {self._t})")
+        self._t = t
+        while self._next < len(self._events) and self._events[self._next][0].ts < t:
+            e, tokens = self._events[self._next]
+            self.states[e.user_id], _ = apply_engagement(self.states.get(e.user_id), e, tokens, self.cfg)
+            self._next += 1
+        return self.states.get(user_id)
+
+
+def features_at(state: ProfileState | None, cfg: ProfileConfig, t: float) -> dict[str, tuple[list[int], list[float]]]:
+    """Per event type, the top-K token ids and their weights decayed to time ``t`` (>= the state's ref_ts)."""
+    if state is None:
+        return {}
+    scale = _decay(t - state.ref_ts, cfg.half_life_s)
+    return {ev: (f["token_ids"], [w * scale for w in f["weights"]]) for ev, f in profile_features(state, cfg).items()}

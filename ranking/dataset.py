@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mmfeat.engagements import Engagement
-from mmfeat.profile import ProfileConfig, ProfileState, apply_engagement, profile_features
+from mmfeat.profile import ProfileConfig, ProfileTimeline, features_at
 from ranking.model import IdList
 from ranking.world import DAY, EVENT_OF_TASK, TASKS, World
 
@@ -75,34 +75,32 @@ def engagements_of(world: World, k: int) -> list[Engagement]:
 
 
 def point_in_time_profiles(world: World, cfg: ProfileConfig, tokenizer: str) -> tuple[dict[str, Jagged], list[float]]:
-    """Per example and event type, the user's profile from engagements strictly before the example.
+    """Per example and event type, the user's profile from engagements strictly before the example
+    (mmfeat.profile.ProfileTimeline), weights as shares of the user's decayed total.
 
-    Returns the lists and, per example, the newest event time its profile contains (-inf when empty):
-    the no-leakage test checks it is always before the example's own time.
+    Also returns, per example, the newest event time its profile contains (-inf when empty): the
+    no-leakage test checks it is always before the example's own time.
     """
-    states: dict[str, ProfileState] = {}
+    log = [
+        (e, world.items[int(world.imp_item[k])].feature.token_ids[tokenizer])
+        for k in range(len(world.imp_ts))
+        for e in engagements_of(world, k)
+    ]
+    timeline = ProfileTimeline(log, cfg)
     rows: dict[str, list[list[int]]] = {e: [] for e in PROFILE_EVENTS}
     wts: dict[str, list[list[float]]] = {e: [] for e in PROFILE_EVENTS}
     newest: list[float] = []
-    applied_upto = 0
-    n = len(world.imp_ts)
-    for k in range(n):
+    for k in range(len(world.imp_ts)):
         t = float(world.imp_ts[k])
-        while applied_upto < k and float(world.imp_ts[applied_upto]) < t:  # strictly before this example
-            for e in engagements_of(world, applied_upto):
-                tokens = world.items[int(world.imp_item[applied_upto])].feature.token_ids[tokenizer]
-                states[e.user_id], _ = apply_engagement(states.get(e.user_id), e, tokens, cfg)
-            applied_upto += 1
-        state = states.get(f"u{int(world.imp_user[k])}")
-        feats = profile_features(state, cfg) if state is not None else {}
-        scale = math.pow(2.0, -(t - state.ref_ts) / cfg.half_life_s) if state is not None else 1.0
+        state = timeline.before(f"u{int(world.imp_user[k])}", t)
         newest.append(state.ref_ts if state is not None else -math.inf)
+        feats = features_at(state, cfg, t)
         for ev in PROFILE_EVENTS:
-            f = feats.get(ev, {"token_ids": [], "weights": []})
-            rows[ev].append(list(f["token_ids"]))
-            total = sum(f["weights"]) * scale
-            # weights as shares of the user's decayed total: a weighted mean, whose scale does not grow with activity
-            wts[ev].append([w * scale / total for w in f["weights"]] if total > 0 else [])
+            ids, weights = feats.get(ev, ([], []))
+            total = sum(weights)
+            rows[ev].append(list(ids))
+            # shares of the user's decayed total: a weighted mean, whose scale does not grow with activity
+            wts[ev].append([w / total for w in weights] if total > 0 else [])
     return {f"profile_{ev}": jagged(rows[ev], wts[ev]) for ev in PROFILE_EVENTS}, newest
 
 

@@ -22,6 +22,7 @@ from mmfeat.captioner import make_untrained_captioner
 from mmfeat.kafka.client import TopicSpec, ensure_topics, make_consumer
 from mmfeat.kafka.reader import TopicRecord, read_topic
 from mmfeat.settings import DEFAULT_CAPTIONER, PROJECT_ROOT, Settings, load_settings
+from streams.app import app_topic_specs
 
 OPENCLIPART = Path("/usr/share/openclipart/png")
 
@@ -139,3 +140,25 @@ def run_cli(s: Settings, *args: str, timeout_s: float = 120) -> subprocess.Compl
     """`mmfeat <args>` to completion with these settings; stdout and stderr captured."""
     env = {**os.environ, **s.to_env(), "PYTHONPATH": str(PROJECT_ROOT)}
     return subprocess.run([sys.executable, "-m", "mmfeat", *args], env=env, capture_output=True, text=True, timeout=timeout_s)
+
+
+@pytest.fixture
+def ps(settings: Settings, tmp_path: Path) -> Settings:
+    """This test's own engagement topics, app id, state folder and web port; every token published."""
+    prefix = settings.uploads_topic.split(".")[0]
+    s = settings.model_copy(
+        update={
+            "engagements_topic": f"{prefix}.engagements",
+            "profiles_topic": f"{prefix}.user.profiles.v1",
+            "engagements_dlq_topic": f"{prefix}.engagements.dlq",
+            "unmatched_topic": f"{prefix}.engagements.unmatched",
+            "profiles_app_id": f"{prefix}-profiles",
+            "profiles_data_dir": tmp_path / "faust",
+            "profiles_web_port": services.free_port(),
+            "profile_top_k": 1000,  # compare whole profiles, not a top-K cut that float ties could reorder
+            "profiles_partitions": 2,
+            "half_life_s": 3600.0,
+        }
+    )
+    ensure_topics(s, app_topic_specs(s))
+    return s

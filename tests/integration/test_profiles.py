@@ -17,42 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from mmfeat import services
 from mmfeat.engagements import EngagementV1
-from mmfeat.kafka.client import OutRecord, ensure_topics, topic_size
+from mmfeat.kafka.client import OutRecord, topic_size
 from mmfeat.produce import engagement_records, send_records, synthetic_engagements
 from mmfeat.profile import ProfileState
 from mmfeat.schemas import DlqRecordV1, UnmatchedEngagementV1, UserProfileV1
 from mmfeat.settings import Settings
 from mmfeat.tokenizers import load_tokenizers
-from streams.app import app_topic_specs, internal_topics, profile_config
+from streams.app import internal_topics, profile_config
 from streams.client import UnknownUser, fetch_profile
 from streams.offline import recompute_profiles
 from tests.integration.conftest import records, run_cli, start_cli, wait_for
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def ps(settings: Settings, tmp_path: Path) -> Settings:
-    """This test's own engagement topics, app id, state folder and web port; every token published."""
-    prefix = settings.uploads_topic.split(".")[0]
-    s = settings.model_copy(
-        update={
-            "engagements_topic": f"{prefix}.engagements",
-            "profiles_topic": f"{prefix}.user.profiles.v1",
-            "engagements_dlq_topic": f"{prefix}.engagements.dlq",
-            "unmatched_topic": f"{prefix}.engagements.unmatched",
-            "profiles_app_id": f"{prefix}-profiles",
-            "profiles_data_dir": tmp_path / "faust",
-            "profiles_web_port": services.free_port(),
-            "profile_top_k": 1000,  # compare whole profiles, not a top-K cut that float ties could reorder
-            "profiles_partitions": 2,
-            "half_life_s": 3600.0,
-        }
-    )
-    ensure_topics(s, app_topic_specs(s))
-    return s
 
 
 class ProfilesApp:

@@ -28,13 +28,13 @@ from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
 
 from mmfeat.engagements import Engagement, parse_engagement
-from mmfeat.errors import ConfigError, RecordError, RecordRef
+from mmfeat.errors import ConfigError, RecordError, RecordRef, SchemaError
 from mmfeat.features import feature_tokens
 from mmfeat.kafka.client import TopicSpec, ensure_topics
 from mmfeat.profile import ProfileConfig, ProfileState, apply_engagement, profile_record
 from mmfeat.schemas import H_REASON, H_SOURCE, ITEM_ID_PATTERN, UnmatchedEngagementV1, dlq_record, now_utc, peek_item_id
 from mmfeat.settings import Settings
-from streams.join import ItemJoin
+from streams.join import ItemJoin, JoinResult
 from streams.pending import Entry
 
 log = logging.getLogger("mmfeat.profiles")
@@ -131,7 +131,7 @@ def make_app(settings: Settings) -> faust.App:
     items, pending, pending_index, profiles = (table(t) for t in TABLES)
     join = ItemJoin(items, pending, pending_index, cap=s.pending_max_per_item, ttl_s=s.pending_ttl_s)
 
-    async def _release(result: Any) -> None:
+    async def _release(result: JoinResult) -> None:
         for e, tokens in result.ready:
             await by_user.send(key=e.user_id.encode(), value={"e": e.to_dict(), "tokens": tokens})
         for reason, entry in result.unmatched:
@@ -167,6 +167,10 @@ def make_app(settings: Settings) -> faust.App:
         async for event in stream.events():
             msg = event.message
             item_id = (msg.key or b"").decode("utf-8", "replace")
+            if not item_id:
+                ref = RecordRef(msg.topic, msg.partition, msg.offset)
+                await _to_dlq(ref, SchemaError("feature record without a key (item_id)"), msg)
+                continue
             if msg.value is None:
                 await by_item.send(key=msg.key, value={"kind": "deleted", "item_id": item_id})
                 continue

@@ -280,8 +280,9 @@ def export_training_data(
 
     from ranking.export import export_training_data as export
 
+    names = tuple(t for t in tokenizers.split(",") if t)
     with tqdm(desc="export", unit="engagement", file=sys.stderr) as bar:
-        summary = export(settings(), out_file, tokenizers=tuple(t for t in tokenizers.split(",") if t), progress=lambda k: bar.update(k - bar.n))
+        summary = export(settings(), out_file, tokenizers=names, progress=lambda k: bar.update(k - bar.n))
     console.print(f"export: {summary.rows} rows -> {summary.path}; {summary.without_features} engagement(s) left out: no item features")
 
 

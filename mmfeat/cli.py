@@ -261,11 +261,15 @@ def eval_ranker(
     out_dir: Annotated[Path, typer.Option("--out")] = Path("results/eval"),
     quick: Annotated[bool, typer.Option(help="A small world (tests)")] = False,
     epochs: Annotated[int | None, typer.Option(help="Training epochs per variant")] = None,
+    world: Annotated[list[str] | None, typer.Option("--set", help="A world setting, NAME=VALUE (users, impressions, w_names, ...)")] = None,
 ) -> None:
     """The paper's offline tables on a simulated world: MM-LLM features in a DLRM-style ranker vs a visual baseline."""
     from ranking.evaluate import run
 
-    run(load_settings(**_flags), seed=seed, out_dir=out_dir, quick=quick, epochs=epochs)
+    pairs = [w.split("=", 1) for w in world or []]
+    if any(len(p) != 2 for p in pairs):
+        raise MmfeatError("--set takes NAME=VALUE")
+    run(load_settings(**_flags), seed=seed, out_dir=out_dir, quick=quick, epochs=epochs, world_settings=dict(pairs))
     out.print((out_dir / "report.md").read_text())
     console.print(f"eval: wrote {out_dir / 'report.md'}, report.json and report.png")
 

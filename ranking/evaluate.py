@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS
+from mmfeat.errors import ConfigError
 from mmfeat.profile import ProfileConfig
 from mmfeat.settings import Settings
 from ranking.dataset import PROFILE_EVENTS, Dataset, build_dataset
@@ -46,9 +47,33 @@ def mean_over_tasks(m: dict[str, dict[str, float]], key: str) -> float:
     return float(np.mean([m[t][key] for t in TASKS]))
 
 
-def run(settings: Settings, *, seed: int, out_dir: Path, quick: bool = False, epochs: int | None = None) -> dict[str, Any]:
-    started = time.perf_counter()
+def world_config(seed: int, quick: bool, overrides: dict[str, str] | None = None) -> WorldConfig:
+    """The default (or quick) world with ``name=value`` overrides of WorldConfig fields, checked by name and type."""
     cfg = replace(QUICK if quick else WorldConfig(), seed=seed)
+    known = {f.name: f for f in fields(WorldConfig)}
+    changes: dict[str, Any] = {}
+    for name, text in (overrides or {}).items():
+        if name not in known or name == "seed":
+            raise ConfigError(f"unknown world setting {name!r}; one of: {', '.join(sorted(set(known) - {'seed'}))}")
+        kind = type(getattr(cfg, name))
+        try:
+            changes[name] = kind(text)
+        except ValueError as e:
+            raise ConfigError(f"world setting {name}={text!r} is not a {kind.__name__}") from e
+    return replace(cfg, **changes)
+
+
+def run(
+    settings: Settings,
+    *,
+    seed: int,
+    out_dir: Path,
+    quick: bool = False,
+    epochs: int | None = None,
+    world_settings: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    cfg = world_config(seed, quick, world_settings)
     epochs = epochs or (3 if quick else 6)
     with tqdm(total=cfg.items, desc="caption items", unit="item", file=sys.stderr) as bar:
         captioned = caption_items(cfg, settings, progress=lambda k: bar.update(k - bar.n))

@@ -66,3 +66,17 @@ def test_dataset_shapes() -> None:
     assert len(ds) == CFG.impressions and ds.labels.shape == (CFG.impressions, 5)
     assert set(ds.profile_lists) == {f"profile_{e}" for e in PROFILE_EVENTS} and set(ds.item_lists) == {"item_sp", "item_word"}
     assert ds.table_of["profile_like"] == "sp" == ds.table_of["item_sp"]
+
+
+def test_world_settings_are_checked_by_name_and_type() -> None:
+    import pytest
+
+    from mmfeat.errors import ConfigError
+    from ranking.evaluate import world_config
+
+    cfg = world_config(4, quick=False, overrides={"users": "50", "w_relation": "0.5"})
+    assert (cfg.seed, cfg.users, cfg.w_relation, cfg.items) == (4, 50, 0.5, WorldConfig().items)
+    with pytest.raises(ConfigError, match="unknown world setting 'user'"):
+        world_config(0, quick=False, overrides={"user": "5"})
+    with pytest.raises(ConfigError, match="not a int"):
+        world_config(0, quick=False, overrides={"users": "many"})

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from mmfeat.produce import engagement_records, send_records, synthetic_engagemen
 from mmfeat.services import free_port
 from mmfeat.settings import PROJECT_ROOT, Settings
 from streams.app import app_topic_specs
+from streams.client import profiles_app
 
 
 async def _aiokafka_rate(bootstrap: str, topic: str, n: int) -> float:
@@ -137,10 +137,7 @@ def bench_profiles(s: Settings, n: int, load_n: int, users: int = 500, items: in
     raw = aiokafka_consume_rate(s, s.engagements_topic, n)
     floor = faust_floor_rate(s, s.engagements_topic, n, tmp)
 
-    log = tmp / "profiles.log"
-    env = {**os.environ, **s.to_env(), "PYTHONPATH": str(PROJECT_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "mmfeat", "profiles"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    try:
+    with profiles_app(s, tmp / "profiles.log"):
         _wait_profiles(s, n, "profiles (backlog)")
         stamps = [r.timestamp_ms for r in read_topic(s, s.profiles_topic, timeout_s=5)]
         app_rate = (n - 1) / ((max(stamps) - min(stamps)) / 1000)
@@ -158,12 +155,6 @@ def bench_profiles(s: Settings, n: int, load_n: int, users: int = 500, items: in
                 "fraction_of_backlog_rate": frac, "rate_per_s": rate, "engagements": load_n, "matched": len(lat),
                 "latency_p50_s": round(percentile(lat, 50), 3), "latency_p99_s": round(percentile(lat, 99), 3),
             })  # fmt: skip
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     return {
         "engagements": n, "users": users, "items": items,
         "aiokafka_consume_per_s": round(raw, 1), "profile_updates_per_s": round(app_rate, 1),

@@ -5,11 +5,8 @@ users through the profiles app and a few of their profiles; nothing left running
 from __future__ import annotations
 
 import gc
-import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -28,7 +25,7 @@ from mmfeat.kafka.reader import read_topic
 from mmfeat.produce import engagement_records, image_uploads, interest_engagements, list_images, send_records, send_uploads
 from mmfeat.render import caption_grid, profile_table, short_ids
 from mmfeat.schemas import H_FEATURED_AT, UploadV1
-from mmfeat.settings import PROJECT_ROOT, Settings
+from mmfeat.settings import Settings
 from mmfeat.topics import create_topics
 from workers.worker import BackgroundWorker, CaptionWorker
 
@@ -67,7 +64,7 @@ def demo_images(images: Path | None, count: int, seed: int) -> list[Path]:
 def demo_profiles(s: Settings, captions: dict[str, str], *, users: int, engagements: int, seed: int) -> None:
     """Engagements of users with known interests -> the profiles app -> a few profiles, decoded."""
     from streams.app import app_topic_specs, profile_config
-    from streams.client import fetch_profile
+    from streams.client import fetch_profile, profiles_app
     from streams.offline import recompute_profiles
 
     console.rule("user interest profiles")
@@ -80,9 +77,7 @@ def demo_profiles(s: Settings, captions: dict[str, str], *, users: int, engageme
         send_records(s, engagement_records(s, evs), progress=lambda k: bar.update(k - bar.n), chunk=200)
     send_records(s, [OutRecord(s.engagements_topic, "user-000", raw) for raw in bad])
     log = s.state_dir / "profiles.log"
-    env = {**os.environ, **s.to_env(), "PYTHONPATH": str(PROJECT_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "mmfeat", "profiles"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    try:
+    with profiles_app(s, log) as proc:
         with tqdm(total=len(evs), desc="profile updates", unit="upd", file=sys.stderr) as bar:
             deadline = time.monotonic() + 300
             while (done := topic_size(s, s.profiles_topic)) < len(evs) and proc.poll() is None and time.monotonic() < deadline:
@@ -104,12 +99,6 @@ def demo_profiles(s: Settings, captions: dict[str, str], *, users: int, engageme
             f"from the log: {'yes' if same else '[red]NO[/red]'}; DLQ {len(dlq)} {dict(Counter(r.json_value()['reason'] for r in dlq))}"
         )
         console.print(f"lookup while it ran: {url}/profiles/<user_id>; app log {log}")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def run_demo(

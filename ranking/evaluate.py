@@ -23,7 +23,7 @@ from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS
 from mmfeat.errors import ConfigError
 from mmfeat.profile import ProfileConfig
 from mmfeat.settings import Settings
-from ranking.dataset import PROFILE_EVENTS, Dataset, build_dataset
+from ranking.dataset import PROFILE_EVENTS, Dataset, Jagged, build_dataset
 from ranking.metrics import auc, auc_gain, ne_gain, normalized_entropy, paired_ttest
 from ranking.train import Variant, predict, train
 from ranking.world import DAY, TASKS, WorldConfig, build_world, caption_items
@@ -91,8 +91,7 @@ def run(
         model, qps = train(ds, train_rows, v, epochs=epochs, seed=seed)
         models[v.name] = model
         probs = predict(model, ds, eval_rows, v)
-        pos = {r: i for i, r in enumerate(eval_rows)}
-        per_subset = [task_metrics(ds.labels[s], probs[[pos[r] for r in s]]) for s in subsets]
+        per_subset = [task_metrics(ds.labels[s], probs[s - cut]) for s in subsets]  # eval rows are cut..n-1
         results["variants"][v.name] = {
             "description": v.description, "lists": list(v.lists), "train_examples_per_s": qps,
             "tasks": task_metrics(ds.labels[eval_rows], probs), "subsets": per_subset,
@@ -142,7 +141,6 @@ def run(
 
 def _emptied(ds: Dataset, lists: tuple[str, ...]) -> Dataset:
     """The same examples with every given id list empty."""
-    from ranking.dataset import Jagged
 
     def empty(j: Jagged) -> Jagged:
         return Jagged(np.zeros(0, np.int64), np.zeros_like(j.starts), None if j.weights is None else np.zeros(0, np.float32))

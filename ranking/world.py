@@ -14,7 +14,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -109,17 +109,11 @@ def caption_items(
         for k, ((_, scene), cap) in enumerate(zip(chunk, captions, strict=True)):
             i = start + k
             upload = UploadV1(item_id=f"w{cfg.seed}-{i:05d}", owner_id=f"owner-{i % cfg.owners}", media_type="image",
-                              media_uri=f"file:///world/{i}.png", created_at=_dt(cfg.start_ts))  # fmt: skip
+                              media_uri=f"file:///world/{i}.png", created_at=datetime.fromtimestamp(cfg.start_ts, UTC))  # fmt: skip
             out.append((scene, builder.build(upload, cap, runtime.version, f"scene-{i}"), visual[k]))
         if progress:
             progress(len(out))
     return out
-
-
-def _dt(ts: float) -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC)
 
 
 def build_world(cfg: WorldConfig, captioned: list[tuple[Scene, FeatureRecordV1, np.ndarray]]) -> World:

@@ -88,6 +88,74 @@ def worker(
 
 
 @app.command()
+def backfill(
+    since: Annotated[str, typer.Option(help="Replay records from this time on: ISO-8601 (UTC if no offset), now, or 30m / 2h / 7d ago")],
+    features_topic: Annotated[str, typer.Option(help="The feature topic version to write, e.g. media.item-features.v2")],
+    until: Annotated[str, typer.Option(help="...up to (not including) this time")] = "now",
+    captioner: Annotated[
+        str | None, typer.Option(help="A captioner model directory (loaded into Triton beside the live one) or a model Triton serves")
+    ] = None,
+    tokenizers: Annotated[str | None, typer.Option(help="Comma-separated token lists (default: MMFEAT_TOKENIZERS)")] = None,
+    source: Annotated[str, typer.Option(help="uploads (media.uploads) or deferred (media.uploads.deferred)")] = "uploads",
+    rate: Annotated[float | None, typer.Option(help="Records per second at most (default: a tenth of the live captioner budget)")] = None,
+    group_id: Annotated[
+        str | None, typer.Option("--group", help="Consumer group (default mmfeat-backfill.<source>.<features topic>)")
+    ] = None,
+    restart: Annotated[bool, typer.Option(help="Discard this group's unfinished plan and start over")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout")] = False,
+) -> None:
+    """Replay uploads of a time range through the worker's code path into a new feature topic version; resumable."""
+    from datetime import UTC, datetime
+
+    from tqdm import tqdm
+
+    from mmfeat.kafka.client import TopicSpec, ensure_topics, make_admin
+    from mmfeat.render import backfill_table
+    from workers.backfill import Backfill, PartitionProgress, Request, is_relative, parse_time
+    from workers.triton_client import serve_captioner
+
+    if source not in ("uploads", "deferred"):
+        raise MmfeatError(f"--source is uploads or deferred, not {source!r}")
+    base = settings(tokenizers=[t for t in tokenizers.split(",") if t] if tokenizers else None)
+    source_topic = base.uploads_topic if source == "uploads" else base.deferred_topic
+    model = base.triton_model
+    if captioner is not None:
+        model = serve_captioner(base.triton_url or "", Path(captioner)) if Path(captioner).exists() else captioner
+    t0, t1 = parse_time(since), parse_time(until)
+    req = Request(source, source_topic, features_topic, model, int(t0.timestamp() * 1000), int(t1.timestamp() * 1000))  # type: ignore[arg-type]
+    meta = make_admin(base).list_topics(source_topic, timeout=10).topics.get(source_topic)
+    ensure_topics(base, [TopicSpec(features_topic, len(meta.partitions) if meta and meta.partitions else 4, compacted=True)])
+    group = group_id or f"mmfeat-backfill.{source}.{features_topic}"
+    exact = not (is_relative(since) or is_relative(until))
+    job = Backfill(base, req, group_id=group, rate=rate or base.budget_rate_per_s / 10, restart=restart, exact_range=exact)
+    parts = job.plan()
+    t0, t1 = (datetime.fromtimestamp(ms / 1000, UTC) for ms in (job.request.since_ms, job.request.until_ms))
+    console.print(
+        f"backfill: {source_topic} [{t0.isoformat()} .. {t1.isoformat()}) -> {features_topic} via Triton model {model}, "
+        f"at most {job.pacer.rate:g} records/s, group {group}"
+    )
+    bars = {
+        p.partition: tqdm(total=p.total, initial=p.done, desc=f"{source_topic}[{p.partition}]", unit="rec", position=i, file=sys.stderr)
+        for i, p in enumerate(parts)
+    }
+
+    def progress(ps: list[PartitionProgress]) -> None:
+        for p in ps:
+            bars[p.partition].update(p.done - bars[p.partition].n)
+
+    try:
+        summary = job.run(progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    out.print(backfill_table(summary))
+    if as_json:
+        print(json.dumps(summary.to_json(), sort_keys=True))
+    state = "finished" if summary.finished else "stopped before the end: rerun the same command to continue"
+    console.print(f"backfill: {summary.records_this_run} record(s) in {summary.seconds:.1f}s; {state}")
+
+
+@app.command()
 def produce(
     images: Annotated[Path | None, typer.Option(help="A folder of images to upload (recursively)")] = None,
     count: Annotated[int, typer.Option(help="How many uploads (synthetic, or at most this many images)")] = 100,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageFont
 from rich.table import Table
@@ -14,6 +15,9 @@ from mmfeat.kafka.reader import TopicRecord
 from mmfeat.schemas import H_CAPTIONER, H_SCHEMA, H_TOKENIZERS, UserProfileV1
 from mmfeat.settings import Settings
 from mmfeat.tokenizers import load_tokenizers
+
+if TYPE_CHECKING:
+    from workers.backfill import Summary
 
 
 def short_ids(ids: list[int], n: int = 12) -> str:
@@ -90,3 +94,14 @@ def profile_table(rec: UserProfileV1, settings: Settings, words: int = 12) -> Ta
         cells = ", ".join(f"{w} ({x:.2f})" for w, x in zip(decoded, p.weights, strict=False))
         table.add_row(ev, str(p.count), cells)
     return table
+
+
+def backfill_table(summary: Summary) -> Table:
+    """Per partition: the planned span, where this run began, and what it produced."""
+    t = Table(title=f"backfill {summary.request.source_topic} -> {summary.request.features_topic} (group {summary.group_id})")
+    for col in ("partition", "span", "resumed at", "features", "dlq", "outside range", "status"):
+        t.add_column(col, justify="left" if col in ("span", "status") else "right")
+    for p in summary.partitions:
+        status = "done" if p.finished else f"{p.done}/{p.total}"
+        t.add_row(str(p.partition), f"{p.start}..{p.end}", str(p.resumed_at), str(p.features), str(p.dlq), str(p.outside), status)
+    return t

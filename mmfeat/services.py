@@ -236,6 +236,9 @@ def start_triton(plan: TritonPlan, cache_dir: Path) -> subprocess.Popen[bytes]:
         "--grpc-address", "127.0.0.1", "--grpc-port", str(plan.grpc_port),
         "--metrics-port", str(plan.metrics_port),
         "--allow-metrics", "true", "--strict-readiness", "true", "--exit-on-error", "true",
+        # explicit: every model in the repositories loads at start, and `mmfeat backfill --captioner DIR`
+        # can load another captioner beside them through the repository API.
+        "--model-control-mode", "explicit", "--load-model", "*",
         "--log-verbose", "0",
     ]  # fmt: skip
     out = open(plan.dir / "tritonserver.log", "ab")  # noqa: SIM115 - handed to the child

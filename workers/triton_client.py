@@ -7,17 +7,20 @@ the caller gets CaptionerUnavailable and pauses consumption rather than dead-let
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from mmfeat.captioner import Caption
-from mmfeat.errors import CaptionerUnavailable, CaptionRejected
+from mmfeat.captioner import Caption, read_manifest
+from mmfeat.errors import CaptionerUnavailable, CaptionRejected, ConfigError, ServiceError
+from mmfeat.settings import PROJECT_ROOT
 
 REJECTED = "StatusCode.INVALID_ARGUMENT"
 
@@ -121,3 +124,45 @@ class TritonCaptioner:
 
     def close(self) -> None:
         self._client.close()
+
+
+CAPTIONER_MODEL = PROJECT_ROOT / "triton_models" / "captioner"
+
+
+def model_name_for(model_dir: Path) -> str:
+    """The Triton model name a captioner directory is served under: one name per captioner version."""
+    version = read_manifest(model_dir).version
+    return "captioner-" + re.sub(r"[^A-Za-z0-9_.-]", "-", version)
+
+
+def serve_captioner(url: str, model_dir: Path, *, timeout_s: float = 300.0) -> str:
+    """Make Triton serve the captioner in ``model_dir`` beside what it serves already; return its model name.
+
+    Loads through the model repository API with our config.pbtxt and model.py, so the server must run
+    with ``--model-control-mode explicit`` (the embedded one does). Idempotent: a loaded version is reused.
+    """
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
+
+    if not model_dir.is_dir() or not ((model_dir / "mmfeat.json").exists() or (model_dir / "config.json").exists()):
+        raise ConfigError(f"{model_dir} is not a captioner model directory (no mmfeat.json or config.json)")
+    name = model_name_for(model_dir)
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        if client.is_model_ready(name, client_timeout=5):
+            return name
+        config = model_config_pb2.ModelConfig()
+        text_format.Parse((CAPTIONER_MODEL / "config.pbtxt").read_text(), config)
+        config.name = name
+        config.parameters["model_dir"].string_value = str(model_dir.resolve())
+        files = {"file:1/model.py": (CAPTIONER_MODEL / "1" / "model.py").read_bytes()}
+        try:
+            client.load_model(name, config=json_format.MessageToJson(config), files=files, client_timeout=timeout_s)
+        except InferenceServerException as e:
+            raise ServiceError(
+                f"Triton at {url} would not load {model_dir} as {name}: {e.message()} "
+                "(it must run with --model-control-mode explicit, or serve the model already: pass its name)"
+            ) from e
+        return name
+    finally:
+        client.close()

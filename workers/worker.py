@@ -60,6 +60,7 @@ class Pending:
 
     msg: Message
     ref: RecordRef
+    raw: bytes  # the upload's JSON (the record value, or the upload a deferred record carries)
     upload: UploadV1
     media: bytes
     key: str
@@ -81,7 +82,9 @@ class Stats:
 
 
 class CaptionWorker:
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
+    """The live worker; a backfill (workers/backfill.py) drives the same object with its own consumer loop."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic, defer_over_budget: bool = True) -> None:
         if not settings.triton_url:
             raise KafkaIOError("no Triton endpoint: run `mmfeat up` or set MMFEAT_TRITON_URL")
         self.s = settings
@@ -91,7 +94,8 @@ class CaptionWorker:
             settings.tokenizers,
             settings.caption_max_words,
         )
-        self.budget = TokenBucket(settings.budget_rate_per_s, settings.budget_burst, clock)
+        # A backfill paces itself and never defers: with no budget every upload is captioned.
+        self.budget = TokenBucket(settings.budget_rate_per_s, settings.budget_burst, clock) if defer_over_budget else None
         self.captioner = TritonCaptioner(
             settings.triton_url, settings.triton_model, timeout_s=settings.triton_timeout_s, retries=settings.triton_retries
         )
@@ -119,7 +123,7 @@ class CaptionWorker:
 
     def _deferred(self, p: Pending) -> OutRecord:
         rec = DeferredRecordV1(
-            item_id=p.upload.item_id, reason="budget", upload_json=(p.msg.value() or b"").decode(), source=str(p.ref), deferred_at=now_utc()
+            item_id=p.upload.item_id, reason="budget", upload_json=p.raw.decode(), source=str(p.ref), deferred_at=now_utc()
         )
         log.info("deferred %s: captioner budget exhausted", p.ref)
         self.stats.deferred += 1
@@ -144,13 +148,18 @@ class CaptionWorker:
 
     # ---- one micro-batch ----------------------------------------------------------------------
 
+    def upload_value(self, msg: Message) -> bytes:
+        """The upload JSON a consumed record carries: its value (a backfill of deferred records unwraps them)."""
+        raw = msg.value()
+        if raw is None:
+            raise RecordError("record has no value (tombstone)", reason="schema")
+        return raw
+
     def _admit(self, msg: Message) -> Pending | OutRecord:
         """Validate and fetch one record; bad input becomes its DLQ record here."""
         ref = RecordRef(*coords(msg), peek_item_id(msg.value()))
         try:
-            raw = msg.value()
-            if raw is None:
-                raise RecordError("record has no value (tombstone)", reason="schema")
+            raw = self.upload_value(msg)
             if len(raw) > self.s.max_media_bytes * 2:
                 raise RecordError(
                     f"record is {len(raw)} bytes, over the {self.s.max_media_bytes * 2}-byte limit", reason="record_too_large"
@@ -159,7 +168,7 @@ class CaptionWorker:
             ref = RecordRef(ref.topic, ref.partition, ref.offset, upload.item_id)
             media = fetch_media(upload, self.policy)
             probe_image(media, self.s.max_pixels)  # refuse bombs and non-images before Triton
-            return Pending(msg, ref, upload, media, content_key(media, self.s.prompt))
+            return Pending(msg, ref, raw, upload, media, content_key(media, self.s.prompt))
         except RecordError as e:
             return self._dlq(msg, ref, e)
 
@@ -179,7 +188,7 @@ class CaptionWorker:
             else:
                 to_caption.setdefault(p.key, []).append(p)
         # Budget: one token per captioner call; what does not fit is deferred.
-        keys = [k for k in to_caption if self.budget.try_take()]
+        keys = [k for k in to_caption if self.budget is None or self.budget.try_take()]
         deferred = {id(p) for k in to_caption if k not in set(keys) for p in to_caption[k]}
         results = self.captioner.caption_many([(to_caption[k][0].media, self.s.prompt) for k in keys])
         rejected: dict[int, RecordError] = {}
@@ -243,27 +252,37 @@ class CaptionWorker:
             except Exception as e:  # partition revoked meanwhile: its new owner starts at the last commit
                 log.warning("cannot rewind %s[%d] to %d: %s", t, p, o, e)
 
-    def handle(self, batch: list[Message]) -> None:
-        """Process a batch to completion: outputs delivered, then offsets committed."""
+    def handle(self, batch: list[Message], todo: list[Message] | None = None) -> list[OutRecord] | None:
+        """Process a batch to completion: outputs delivered, then offsets committed.
+
+        ``todo`` (default: all of ``batch``) are the records to process; the offsets of the whole batch are
+        committed. Returns the outputs in ``todo`` order, or None when they were not delivered (the batch is
+        rewound and comes again) or the worker was stopped while Triton was down.
+        """
+        todo = batch if todo is None else todo
         while True:
             try:
-                out = self.process(batch)
+                out = self.process(todo)
                 break
             except CaptionerUnavailable:
                 self._wait_for_captioner(batch)
                 if self._stop:
-                    return
+                    return None
         try:
             self.tracker.produce_all(out, self.s.delivery_timeout_s)
         except KafkaIOError as e:
             log.error("outputs of %d record(s) not delivered (%s): will retry them", len(batch), e)
             self._rewind(batch)
             time.sleep(1.0)
-            return
+            return None
         try:
-            commit_offsets(self.consumer, batch)
+            self.commit(batch)
         except KafkaIOError as e:  # e.g. a rebalance: the records are redelivered, outputs rewrite the same values
             log.warning("%s", e)
+        return out
+
+    def commit(self, batch: list[Message]) -> None:
+        commit_offsets(self.consumer, batch)
 
     def stop(self, *_: object) -> None:
         self._stop = True

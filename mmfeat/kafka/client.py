@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -168,15 +168,20 @@ class DeliveryTracker:
                 raise KafkaIOError(f"{pending} record(s) not acknowledged within {timeout_s:.0f}s")
 
 
-def commit_offsets(consumer: Consumer, messages: Sequence[Message]) -> None:
-    """Synchronously commit the offset after the last of ``messages`` in each partition."""
+def commit_offsets(consumer: Consumer, messages: Sequence[Message], metadata: Callable[[str, int], str] | None = None) -> None:
+    """Synchronously commit the offset after the last of ``messages`` in each partition.
+
+    ``metadata(topic, partition)`` is stored with each offset (a backfill keeps its plan there)."""
     latest: dict[tuple[str, int], int] = {}
     for m in messages:
         topic, partition, offset = coords(m)
         latest[(topic, partition)] = max(latest.get((topic, partition), -1), offset)
     if not latest:
         return
-    offsets = [TopicPartition(t, p, o + 1) for (t, p), o in latest.items()]
+    if metadata is None:
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in latest.items()]
+    else:
+        offsets = [TopicPartition(t, p, o + 1, metadata=metadata(t, p)) for (t, p), o in latest.items()]
     try:
         consumer.commit(offsets=offsets, asynchronous=False)
     except KafkaException as e:

@@ -32,7 +32,15 @@ Log = Callable[[str], object]
 KAFKA_VERSION = "4.1.1"
 KAFKA_POM = PROJECT_ROOT / "deploy" / "kafka" / "pom.xml"
 ENDPOINTS = "endpoints.json"
-PORT_SETTINGS = ("kafka_port", "kafka_controller_port", "triton_http_port", "triton_grpc_port", "triton_metrics_port")
+PORT_SETTINGS = (
+    "kafka_port",
+    "kafka_controller_port",
+    "triton_http_port",
+    "triton_grpc_port",
+    "triton_metrics_port",
+    "worker_metrics_port",
+    "backfill_metrics_port",
+)
 
 KAFKA_PROPERTIES = """\
 process.roles=broker,controller
@@ -144,7 +152,11 @@ def start_kafka(plan: KafkaPlan, cache_dir: Path) -> subprocess.Popen[bytes]:
     java = ["java", "-Xms256m", "-Xmx1g", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
     if not (data / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        _run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--standalone"], "formatting Kafka storage")
+        # "--cluster-id=ID", not "-t ID": a urlsafe id may start with "-" and then reads as an option (1 start in 64 failed).
+        _run(
+            [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props), "--standalone"],
+            "formatting Kafka storage",
+        )
     out = open(plan.dir / "stdout.log", "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen([*java, "kafka.Kafka", str(props)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 

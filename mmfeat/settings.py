@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     poll_timeout_s: float = Field(default=0.5, gt=0)
     delivery_timeout_s: float = Field(default=60.0, gt=0)
 
+    # Prometheus /metrics (0: off). The profiles app serves /metrics on its web port.
+    metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=16067, ge=0, le=65535)
+    backfill_metrics_port: int = Field(default=16068, ge=0, le=65535)
+    metrics_interval_s: float = Field(default=5.0, gt=0, description="how often consumer lag is sampled")
+
     # Captioner on Triton.
     triton_model: str = "captioner"
     triton_timeout_s: float = Field(default=60.0, gt=0)

@@ -26,11 +26,13 @@ import faust
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from mmfeat.engagements import Engagement, parse_engagement
 from mmfeat.errors import ConfigError, RecordError, RecordRef, SchemaError
 from mmfeat.features import feature_tokens
 from mmfeat.kafka.client import TopicSpec, ensure_topics
+from mmfeat.metrics import ProfileMetrics
 from mmfeat.profile import ProfileConfig, ProfileState, apply_engagement, profile_record
 from mmfeat.schemas import H_REASON, H_SOURCE, ITEM_ID_PATTERN, UnmatchedEngagementV1, dlq_record, now_utc, peek_item_id
 from mmfeat.settings import Settings
@@ -129,6 +131,8 @@ def make_app(settings: Settings) -> faust.App:
         return app.Table(name, default=None, partitions=p, key_type=bytes)  # raw keys: the same bytes as the topic keys
 
     items, pending, pending_index, profiles = (table(t) for t in TABLES)
+    metrics = ProfileMetrics()
+    inputs = {s.engagements_topic, s.features_topic, names["by_item"], names["by_user"]}
     join = ItemJoin(items, pending, pending_index, cap=s.pending_max_per_item, ttl_s=s.pending_ttl_s)
 
     async def _release(result: JoinResult) -> None:
@@ -138,18 +142,23 @@ def make_app(settings: Settings) -> faust.App:
             rec = _unmatched(reason, entry)
             log.warning("unmatched %s user=%s item=%s: %s", rec.engagement_id, rec.user_id, rec.item_id, reason)
             await unmatched.send(key=rec.user_id.encode(), value=rec.model_dump_json().encode(), headers=[(H_REASON, reason.encode())])
+            metrics.unmatched.labels(reason).inc()
+            metrics.records_out.labels(s.unmatched_topic).inc()
 
     async def _to_dlq(ref: RecordRef, err: RecordError, msg: Any) -> None:
         log.warning("DLQ %s: %s: %s", ref, err.reason, err)
         rec = dlq_record(ref, err, msg.key, msg.value)
         headers = [(H_SOURCE, str(ref).encode()), (H_REASON, err.reason.encode())]
         await dlq.send(key=msg.key, value=rec.model_dump_json().encode(), headers=headers)
+        metrics.dlq.labels(err.reason).inc()
+        metrics.records_out.labels(s.engagements_dlq_topic).inc()
 
     @app.agent(engagements)
     async def ingest_engagements(stream: Any) -> None:
         """Validate, route bad records to the DLQ, re-key the good ones by item."""
         async for event in stream.events():
             msg = event.message
+            metrics.records_in.labels(msg.topic).inc()
             ref = RecordRef(msg.topic, msg.partition, msg.offset, peek_item_id(msg.value))
             try:
                 e = parse_engagement(
@@ -166,6 +175,7 @@ def make_app(settings: Settings) -> faust.App:
         """Keep only the profile tokenizer's ids of each feature record, re-keyed by item."""
         async for event in stream.events():
             msg = event.message
+            metrics.records_in.labels(msg.topic).inc()
             item_id = (msg.key or b"").decode("utf-8", "replace")
             if not item_id:
                 ref = RecordRef(msg.topic, msg.partition, msg.offset)
@@ -207,6 +217,8 @@ def make_app(settings: Settings) -> faust.App:
             profiles[e.user_id] = state.to_dict()
             rec = profile_record(state, cfg, tokenizer=s.profile_tokenizer, features_topic=s.features_topic)
             await profiles_out.send(key=e.user_id.encode(), value=rec.model_dump_json().encode())
+            metrics.records_out.labels(s.profiles_topic).inc()
+            metrics.freshness.observe(max(0.0, time.time() - e.ts))
             if not changed:
                 log.info("engagement %s already applied to user %s: not counted again", e.id, e.user_id)
 
@@ -215,6 +227,20 @@ def make_app(settings: Settings) -> faust.App:
         """One tick per partition of by-item: expiry runs inside the partition that owns the entries."""
         for part in range(p):
             await by_item.send(key=None, value={"kind": "tick"}, partition=part)
+
+    @app.timer(interval=s.metrics_interval_s)
+    async def sample_lag() -> None:
+        """Consumer lag of the app's input partitions held by this worker."""
+        for tp in app.consumer.assignment():
+            if tp.topic in inputs:
+                position = await app.consumer.position(tp)
+                highwater = app.consumer.highwater(tp)
+                if position is not None and highwater is not None:
+                    metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+    @app.page("/metrics")
+    async def get_metrics(web: View, request: Request) -> Response:
+        return web.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})  # aiohttp refuses a charset in content_type
 
     @app.task
     async def warm_lookup_routing() -> None:

@@ -192,7 +192,12 @@ class Backfill:
         if request.features_topic == settings.features_topic and request.source == "uploads":
             log.warning("backfill writes into %s, the topic the live worker writes", request.features_topic)
         self.request, self.group_id, self.restart, self.exact_range = request, group_id, restart, exact_range
-        s = settings.model_copy(update={"features_topic": request.features_topic, "group_id": group_id, "triton_model": request.model})
+        s = settings.model_copy(
+            update={
+                "features_topic": request.features_topic, "group_id": group_id, "triton_model": request.model,
+                "worker_metrics_port": settings.backfill_metrics_port,
+            }
+        )  # fmt: skip
         self.s = s
         self.spans: dict[int, PartitionProgress] = {}
         self.worker = ReplayWorker(s, request.source, self._tag)
@@ -289,6 +294,7 @@ class Backfill:
         began = time.monotonic()
         w, topic, req = self.worker, self.request.source_topic, self.request
         try:
+            w.metrics.serve(self.s.metrics_host, self.s.worker_metrics_port)
             if not self.spans:
                 self.plan()
             todo = {p for p, s in self.spans.items() if not s.finished}

@@ -33,6 +33,7 @@ from mmfeat.kafka.client import (
     make_producer,
     raise_on_error,
 )
+from mmfeat.metrics import WorkerMetrics
 from mmfeat.schemas import (
     H_DEDUPE,
     H_FEATURED_AT,
@@ -105,7 +106,10 @@ class CaptionWorker:
         self._stop = False
         self._paused = False
         self.assigned = threading.Event()  # set once the group hands this worker its first partitions
-        self.consumer = make_consumer(settings, settings.group_id)
+        self.metrics = WorkerMetrics()
+        self.consumer = make_consumer(
+            settings, settings.group_id, on_stats=self.metrics.on_stats, stats_interval_s=settings.metrics_interval_s
+        )
         self.producer = make_producer(settings)
         self.tracker = DeliveryTracker(self.producer)
 
@@ -144,7 +148,7 @@ class CaptionWorker:
             (H_DEDUPE, b"hit" if p.dedupe_hit else b"miss"),
         ]
         self.stats.features += 1
-        return OutRecord(self.s.features_topic, record.item_id, encode_feature(record), headers)
+        return OutRecord(self.s.features_topic, record.item_id, encode_feature(record), headers, record.upload_created_at.timestamp())
 
     # ---- one micro-batch ----------------------------------------------------------------------
 
@@ -190,7 +194,11 @@ class CaptionWorker:
         # Budget: one token per captioner call; what does not fit is deferred.
         keys = [k for k in to_caption if self.budget is None or self.budget.try_take()]
         deferred = {id(p) for k in to_caption if k not in set(keys) for p in to_caption[k]}
+        began = time.monotonic()
         results = self.captioner.caption_many([(to_caption[k][0].media, self.s.prompt) for k in keys])
+        if keys:
+            self.metrics.triton_seconds.observe(time.monotonic() - began)
+            self.metrics.triton_batch.observe(len(keys))
         rejected: dict[int, RecordError] = {}
         for k, res in zip(keys, results, strict=True):
             group = to_caption[k]
@@ -275,11 +283,28 @@ class CaptionWorker:
             self._rewind(batch)
             time.sleep(1.0)
             return None
+        self._observe(batch, out)
         try:
             self.commit(batch)
         except KafkaIOError as e:  # e.g. a rebalance: the records are redelivered, outputs rewrite the same values
             log.warning("%s", e)
         return out
+
+    def _observe(self, batch: list[Message], out: list[OutRecord]) -> None:
+        """Metrics of a delivered batch (counted once delivered, so a retried batch counts once)."""
+        m, now = self.metrics, time.time()
+        m.count_in(coords(msg)[0] for msg in batch)
+        m.count_out(rec.topic for rec in out)
+        for rec in out:
+            reason = next((v for k, v in rec.headers if k == H_REASON), None)
+            if rec.topic == self.s.dlq_topic:
+                m.dlq.labels(_text(reason)).inc()
+            elif rec.topic == self.s.deferred_topic:
+                m.deferred.labels(_text(reason)).inc()
+            elif rec.event_time_s is not None:
+                m.freshness.observe(max(0.0, now - rec.event_time_s))
+            if (H_DEDUPE, b"hit") in rec.headers:
+                m.dedupe_hits.inc()
 
     def commit(self, batch: list[Message]) -> None:
         commit_offsets(self.consumer, batch)
@@ -299,6 +324,7 @@ class CaptionWorker:
         if install_signals:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
+        self.metrics.serve(self.s.metrics_host, self.s.worker_metrics_port)
         self.consumer.subscribe([self.s.uploads_topic], on_assign=self._on_assign)
         last_record = time.monotonic()
         try:
@@ -334,6 +360,11 @@ class CaptionWorker:
             self.producer.flush(10)
             self.captioner.close()
             self.dedupe.close()
+            self.metrics.close()
+
+
+def _text(v: str | bytes | None) -> str:
+    return v.decode() if isinstance(v, bytes) else (v or "unknown")
 
 
 class BackgroundWorker:

@@ -38,8 +38,12 @@ def connection_config(settings: Settings) -> dict[str, Any]:
     return conf
 
 
-def make_consumer(settings: Settings, group_id: str, **extra: Any) -> Consumer:
-    """A consumer that never auto-commits: offsets are committed only after outputs are delivered."""
+def make_consumer(
+    settings: Settings, group_id: str, *, on_stats: Callable[[str], None] | None = None, stats_interval_s: float = 5.0, **extra: Any
+) -> Consumer:
+    """A consumer that never auto-commits: offsets are committed only after outputs are delivered.
+
+    ``on_stats`` receives librdkafka's statistics JSON every ``stats_interval_s`` (consumer lag for metrics)."""
     conf = connection_config(settings) | {
         "group.id": group_id,
         "enable.auto.commit": False,
@@ -50,6 +54,8 @@ def make_consumer(settings: Settings, group_id: str, **extra: Any) -> Consumer:
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 1_000,
     }
+    if on_stats is not None:
+        conf |= {"statistics.interval.ms": int(stats_interval_s * 1000), "stats_cb": on_stats}
     return Consumer(conf | extra)
 
 
@@ -122,6 +128,7 @@ class OutRecord:
     key: str
     value: bytes
     headers: Headers = field(default_factory=list)
+    event_time_s: float | None = None  # when what it reports on happened (freshness metrics); not sent
 
 
 class DeliveryTracker:

@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from mmfeat import services
 from mmfeat.captioner import make_untrained_captioner
@@ -66,6 +68,8 @@ def settings(stack: Stack, tmp_path: Path) -> Settings:
             "allowed_roots": [OPENCLIPART, tmp_path],
             "batch_size": 8,
             "triton_retries": 1,
+            "worker_metrics_port": 0,  # several workers per test process: /metrics only where a test asks
+            "backfill_metrics_port": 0,
         }
     )
     ensure_topics(
@@ -121,6 +125,20 @@ def committed_lag(s: Settings) -> int:
         c.close()
 
 
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(url: str) -> Samples:
+    """A /metrics page as {(series name, labels): value}."""
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    return {(x.name, frozenset(x.labels.items())): x.value for fam in text_string_to_metric_families(text) for x in fam.samples}
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
 def wait_for(cond: Any, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -158,6 +176,7 @@ def ps(settings: Settings, tmp_path: Path) -> Settings:
             "profile_top_k": 1000,  # compare whole profiles, not a top-K cut that float ties could reorder
             "profiles_partitions": 2,
             "half_life_s": 3600.0,
+            "metrics_interval_s": 0.5,
         }
     )
     ensure_topics(s, app_topic_specs(s))

@@ -27,7 +27,7 @@ from mmfeat.tokenizers import load_tokenizers
 from streams.app import internal_topics, profile_config
 from streams.client import UnknownUser, fetch_profile
 from streams.offline import recompute_profiles
-from tests.integration.conftest import records, run_cli, start_cli, wait_for
+from tests.integration.conftest import records, run_cli, sample, scrape, start_cli, wait_for
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -164,6 +164,26 @@ def test_profiles_equal_recomputation_late_features_applied_bad_records_to_dlq(p
     assert Counter(d.reason for d in dlq) == Counter(reason for _, reason in bad)
     assert {d.source_offset for d in dlq} == {r.offset for r in records(ps, ps.engagements_topic) if r.value in {raw for raw, _ in bad}}
     assert records(ps, ps.unmatched_topic) == []
+
+    # /metrics on the web port: inputs and outputs per topic, DLQ reasons, freshness on event time, lag
+    def lag_sampled() -> bool:
+        got = scrape(f"{app.url}/metrics")
+        return all(sample(got, "mmfeat_consumer_lag", topic=ps.engagements_topic, partition=str(p)) == 0 for p in range(2))
+
+    wait_for(lag_sampled, 30, "consumer lag 0 on both engagement partitions")
+    m = scrape(f"{app.url}/metrics")
+    assert sample(m, "mmfeat_records_in_total", topic=ps.engagements_topic) == len(evs) + len(bad)
+    assert sample(m, "mmfeat_records_in_total", topic=ps.features_topic) == len(items)
+    for reason, n in Counter(reason for _, reason in bad).items():
+        assert sample(m, "mmfeat_dlq_total", reason=reason) == n
+    assert sample(m, "mmfeat_records_out_total", topic=ps.engagements_dlq_topic) == len(bad)
+    sent = sample(m, "mmfeat_records_out_total", topic=ps.profiles_topic)
+    assert sent is not None and sent >= len(evs)
+    assert sample(m, "mmfeat_engagement_to_profile_seconds_count") == sent
+    mean_age = (sample(m, "mmfeat_engagement_to_profile_seconds_sum") or 0) / sent
+    now = datetime.now(UTC).timestamp()
+    ts = [e.ts.timestamp() for e in evs]
+    assert now - max(ts) - 5 <= mean_age <= now - min(ts) + 600  # event-time ages: these engagements are weeks old
 
     # the compacted topic carries the same profiles as the lookup
     latest = {r.key: UserProfileV1.model_validate_json(r.value or b"") for r in records(ps, ps.profiles_topic)}

@@ -208,11 +208,29 @@ def tail(
 
 
 @app.command()
-def profiles() -> None:
-    """Run the Faust app that keeps user interest profiles (engagements + item features -> user.profiles.v1)."""
+def profiles(
+    features_topic: Annotated[
+        str | None, typer.Option(help="Item features to join (default MMFEAT_FEATURES_TOPIC); a new version rebuilds profiles")
+    ] = None,
+    profiles_topic: Annotated[
+        str | None, typer.Option(help="Where profiles go (default MMFEAT_PROFILES_TOPIC), e.g. user.profiles.v2")
+    ] = None,
+    app_id: Annotated[
+        str | None, typer.Option(help="Faust app id: consumer group, internal topics, state (default: per profiles topic)")
+    ] = None,
+    web_port: Annotated[int | None, typer.Option(help="Lookup and /metrics port (default MMFEAT_PROFILES_WEB_PORT)")] = None,
+) -> None:
+    """Run the Faust app that keeps user interest profiles (engagements + item features -> user.profiles.v1).
+
+    With another --features-topic and --profiles-topic it replays the whole engagement log against those
+    features into that topic, beside the live app, then keeps it up to date."""
     from streams.app import run
 
-    run(settings())
+    base = settings()
+    s = settings(features_topic=features_topic, profiles_topic=profiles_topic, profiles_web_port=web_port)
+    if app_id is None and s.profiles_topic != base.profiles_topic:
+        app_id = f"{s.profiles_app_id}.{profiles_topic}"  # a group of its own: it starts from the log's beginning
+    run(s.model_copy(update={"profiles_app_id": app_id}) if app_id else s)
 
 
 @app.command()

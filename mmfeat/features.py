@@ -67,12 +67,16 @@ def lineage_headers(record: FeatureRecordV1) -> list[tuple[str, bytes]]:
     ]
 
 
-def feature_tokens(raw: bytes, tokenizer: str) -> list[int]:
-    """One tokenizer's id list from a raw feature record, without validating the rest of it."""
+def item_features(raw: bytes, tokenizer: str) -> tuple[list[int], str | None]:
+    """One tokenizer's id list from a raw feature record, without validating the rest of it, and the
+    record's lineage (``captioner=V tokenizer=V``; None if it names no versions)."""
     try:
-        ids = json.loads(raw)["token_ids"][tokenizer]
+        obj = json.loads(raw)
+        ids = obj["token_ids"][tokenizer]
     except (ValueError, KeyError, TypeError) as e:
         raise SchemaError(f"feature record has no token_ids.{tokenizer} list ({type(e).__name__}: {e})", reason="bad_features") from e
     if not isinstance(ids, list) or not all(isinstance(t, int) for t in ids):
         raise SchemaError(f"token_ids.{tokenizer} is not a list of ints", reason="bad_features")
-    return ids
+    captioner, tok = obj.get("captioner_version"), (obj.get("tokenizer_versions") or {}).get(tokenizer)
+    lineage = f"captioner={captioner} {tokenizer}={tok}" if isinstance(captioner, str) and isinstance(tok, str) else None
+    return ids, lineage

@@ -49,6 +49,7 @@ class ProfileState:
     counts: dict[str, int] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)
     last_id: str | None = None  # the engagement that made this version (lineage, freshness)
+    lineage: dict[str, int] = field(default_factory=dict)  # captioner/tokenizer versions of the items applied -> engagements
 
     @property
     def applied(self) -> int:
@@ -62,6 +63,7 @@ class ProfileState:
             "counts": dict(self.counts),
             "seen": dict(self.seen),
             "last_id": self.last_id,
+            "lineage": dict(self.lineage),
         }
 
     @classmethod
@@ -74,6 +76,7 @@ class ProfileState:
             counts={ev: int(n) for ev, n in d.get("counts", {}).items()},
             seen={k: float(v) for k, v in d.get("seen", {}).items()},
             last_id=d.get("last_id"),
+            lineage={k: int(n) for k, n in (d.get("lineage") or {}).items()},
         )
 
 
@@ -81,10 +84,15 @@ def _decay(dt_s: float, half_life_s: float) -> float:
     return math.pow(2.0, -dt_s / half_life_s)
 
 
+LINEAGE_KEEP = 8  # distinct feature versions remembered per profile (the most used)
+
+
 def apply_engagement(
-    state: ProfileState | None, engagement: Engagement, tokens: Sequence[int], cfg: ProfileConfig
+    state: ProfileState | None, engagement: Engagement, tokens: Sequence[int], cfg: ProfileConfig, lineage: str | None = None
 ) -> tuple[ProfileState, bool]:
-    """Return (new state, whether it changed). The input state is not modified."""
+    """Return (new state, whether it changed). The input state is not modified.
+
+    ``lineage`` names the feature version the tokens came from (mmfeat.features.item_features)."""
     e = engagement
     if state is not None and e.id in state.seen:
         return state, False
@@ -109,7 +117,13 @@ def apply_engagement(
     seen[e.id] = e.ts
     counts = dict(old.counts)
     counts[e.event] = counts.get(e.event, 0) + 1
-    return ProfileState(user_id=old.user_id, ref_ts=ref, weights=weights, counts=counts, seen=seen, last_id=e.id), True
+    versions = dict(old.lineage)
+    if lineage is not None:
+        versions[lineage] = versions.get(lineage, 0) + 1
+        if len(versions) > LINEAGE_KEEP:
+            versions = dict(sorted(versions.items(), key=lambda kv: (-kv[1], kv[0]))[:LINEAGE_KEEP])
+    state = ProfileState(user_id=old.user_id, ref_ts=ref, weights=weights, counts=counts, seen=seen, last_id=e.id, lineage=versions)
+    return state, True
 
 
 def top_tokens(weights: Mapping[int, float], k: int) -> tuple[list[int], list[float]]:
@@ -128,7 +142,10 @@ def profile_features(state: ProfileState, cfg: ProfileConfig) -> dict[str, dict[
 
 
 def build_profiles(
-    engagements: Iterable[Engagement], item_tokens: Mapping[str, Sequence[int]], cfg: ProfileConfig
+    engagements: Iterable[Engagement],
+    item_tokens: Mapping[str, Sequence[int]],
+    cfg: ProfileConfig,
+    item_lineage: Mapping[str, str | None] | None = None,
 ) -> dict[str, ProfileState]:
     """Offline: fold engagements (in any order) into profiles. Engagements of items without tokens are skipped."""
     profiles: dict[str, ProfileState] = {}
@@ -136,7 +153,8 @@ def build_profiles(
         tokens = item_tokens.get(e.item_id)
         if tokens is None:
             continue
-        profiles[e.user_id], _ = apply_engagement(profiles.get(e.user_id), e, tokens, cfg)
+        lineage = item_lineage.get(e.item_id) if item_lineage else None
+        profiles[e.user_id], _ = apply_engagement(profiles.get(e.user_id), e, tokens, cfg, lineage)
     return profiles
 
 
@@ -151,6 +169,7 @@ def profile_record(state: ProfileState, cfg: ProfileConfig, *, tokenizer: str, f
         events={ev: EventProfileV1(**f) for ev, f in profile_features(state, cfg).items()},
         engagements=state.applied,
         last_engagement_id=state.last_id,
+        feature_lineage=dict(state.lineage),
         updated_at=now_utc(),
     )
 

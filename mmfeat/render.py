@@ -40,6 +40,15 @@ def render_record(rec: TopicRecord) -> Text:
     elif isinstance(value, dict) and "error_message" in value:
         t.append(f"  {value['reason']} ({value['error_class']}): {value['error_message']}\n", style="red")
         t.append(f"  from {value['source_topic']}[{value['source_partition']}]@{value['source_offset']}\n", style="dim")
+    elif isinstance(value, dict) and "events" in value and "user_id" in value:
+        try:
+            prof = UserProfileV1.model_validate_json(rec.value or b"")
+        except ValueError:
+            t.append(f"  {value}\n")
+        else:
+            counts = ", ".join(f"{ev} {p.count}" for ev, p in sorted(prof.events.items()))
+            t.append(f"  profile: {prof.engagements} engagements ({counts}), as of {prof.as_of}\n", style="green")
+            t.append(f"  lineage: {profile_lineage(prof)}\n", style="dim")
     elif isinstance(value, dict) and "upload_json" in value:
         t.append(f"  deferred ({value['reason']}) from {value['source']} at {value['deferred_at']}\n", style="yellow")
     elif isinstance(value, dict):
@@ -93,7 +102,14 @@ def profile_table(rec: UserProfileV1, settings: Settings, words: int = 12) -> Ta
         decoded = tok.decode(p.token_ids[:words])
         cells = ", ".join(f"{w} ({x:.2f})" for w, x in zip(decoded, p.weights, strict=False))
         table.add_row(ev, str(p.count), cells)
+    table.caption = f"lineage: {profile_lineage(rec)}"
     return table
+
+
+def profile_lineage(rec: UserProfileV1) -> str:
+    """Which features (topic, captioner and tokenizer versions) and schema a profile was built from."""
+    versions = ", ".join(f"{k} ({n})" for k, n in sorted(rec.feature_lineage.items(), key=lambda kv: -kv[1])) or "unknown"
+    return f"{rec.features_topic}: {versions}; schema v{rec.schema_version}"
 
 
 def backfill_table(summary: Summary) -> Table:

@@ -127,6 +127,8 @@ class UserProfileV1(_Record):
     engagements: int
     last_engagement_id: str | None  # the engagement whose application produced this version
     updated_at: datetime
+    # "captioner=<version> <tokenizer>=<version>" of the item features applied -> engagements (the most used 8)
+    feature_lineage: dict[str, int] = Field(default_factory=dict)
 
 
 class UnmatchedEngagementV1(_Record):

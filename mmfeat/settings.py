@@ -149,7 +149,10 @@ class Settings(BaseSettings):
 
     @property
     def profiles_state(self) -> Path:
-        return self.profiles_data_dir or self.state_dir / f"faust-{self.profiles_app_id}"
+        """The app's RocksDB folder: one per app id, so a replay (another app id) runs beside the live app."""
+        if self.profiles_data_dir is not None:
+            return self.profiles_data_dir / self.profiles_app_id
+        return self.state_dir / f"faust-{self.profiles_app_id}"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from mmfeat.engagements import Engagement, parse_engagement
 from mmfeat.errors import ConfigError, RecordError, RecordRef, SchemaError
-from mmfeat.features import feature_tokens
+from mmfeat.features import item_features
 from mmfeat.kafka.client import TopicSpec, ensure_topics
 from mmfeat.metrics import ProfileMetrics
 from mmfeat.profile import ProfileConfig, ProfileState, apply_engagement, profile_record
@@ -101,6 +101,7 @@ def make_app(settings: Settings) -> faust.App:
     cfg = profile_config(s)
     p = s.profiles_partitions
     names = internal_topics(s)
+    s.profiles_state.parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last folder
     app = faust.App(
         s.profiles_app_id,
         broker=[f"kafka://{b}" for b in bootstrap.split(",")],
@@ -137,7 +138,8 @@ def make_app(settings: Settings) -> faust.App:
 
     async def _release(result: JoinResult) -> None:
         for e, tokens in result.ready:
-            await by_user.send(key=e.user_id.encode(), value={"e": e.to_dict(), "tokens": tokens})
+            value = {"e": e.to_dict(), "tokens": tokens, "lineage": join.lineage(e.item_id)}
+            await by_user.send(key=e.user_id.encode(), value=value)
         for reason, entry in result.unmatched:
             rec = _unmatched(reason, entry)
             log.warning("unmatched %s user=%s item=%s: %s", rec.engagement_id, rec.user_id, rec.item_id, reason)
@@ -186,11 +188,11 @@ def make_app(settings: Settings) -> faust.App:
                 continue
             ref = RecordRef(msg.topic, msg.partition, msg.offset, item_id)
             try:
-                tokens = feature_tokens(msg.value, s.profile_tokenizer)
+                tokens, lineage = item_features(msg.value, s.profile_tokenizer)
             except RecordError as err:
                 await _to_dlq(ref, err, msg)
                 continue
-            await by_item.send(key=msg.key, value={"kind": "features", "item_id": item_id, "tokens": tokens})
+            await by_item.send(key=msg.key, value={"kind": "features", "item_id": item_id, "tokens": tokens, "lineage": lineage})
 
     @app.agent(by_item)
     async def join_items(stream: Any) -> None:
@@ -200,7 +202,7 @@ def make_app(settings: Settings) -> faust.App:
             if kind == "engagement":
                 await _release(join.on_engagement(Engagement.from_dict(v["e"]), part, now))
             elif kind == "features":
-                await _release(join.on_features(v["item_id"], list(v["tokens"]), part, now))
+                await _release(join.on_features(v["item_id"], list(v["tokens"]), part, now, v.get("lineage")))
             elif kind == "deleted":
                 join.on_item_deleted(v["item_id"])
             elif kind == "tick":
@@ -211,7 +213,9 @@ def make_app(settings: Settings) -> faust.App:
         async for event in stream.events():
             e = Engagement.from_dict(event.value["e"])
             got = profiles.get(e.user_id)
-            state, changed = apply_engagement(ProfileState.from_dict(got) if got else None, e, event.value["tokens"], cfg)
+            state, changed = apply_engagement(
+                ProfileState.from_dict(got) if got else None, e, event.value["tokens"], cfg, event.value.get("lineage")
+            )
             # Written back even when nothing changed (a redelivered engagement): the local store may hold an
             # update whose changelog record died with the previous process; writing again re-sends it.
             profiles[e.user_id] = state.to_dict()

@@ -76,13 +76,18 @@ class ItemJoin:
             self._set_waiting(partition, e.item_id, entries)
         return JoinResult(unmatched=[("pending_full", refused)] if refused else [])
 
-    def on_features(self, item_id: str, tokens: list[int], partition: int, now: float) -> JoinResult:
-        self.items[item_id] = {"tokens": tokens}
+    def on_features(self, item_id: str, tokens: list[int], partition: int, now: float, lineage: str | None = None) -> JoinResult:
+        self.items[item_id] = {"tokens": tokens, "lineage": lineage}
         waiting = self.pending.get(item_id) or []
         if not waiting:
             return JoinResult()
         self._set_waiting(partition, item_id, [])
         return JoinResult(ready=[(Engagement.from_dict(entry["e"]), tokens) for entry in waiting])
+
+    def lineage(self, item_id: str) -> str | None:
+        """The feature version of an item's tokens (for the profile's lineage)."""
+        got = self.items.get(item_id)
+        return got.get("lineage") if got is not None else None
 
     def on_item_deleted(self, item_id: str) -> None:
         """A tombstone on the features topic: later engagements of the item wait (and expire) again."""

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from mmfeat.engagements import Engagement, parse_engagement
 from mmfeat.errors import RecordError
-from mmfeat.features import feature_tokens
+from mmfeat.features import item_features
 from mmfeat.kafka.reader import TopicRecord, read_topic
 from mmfeat.profile import ProfileConfig, ProfileState, build_profiles
 from mmfeat.settings import Settings
@@ -28,8 +28,9 @@ def valid_engagements(records: Iterable[TopicRecord], settings: Settings) -> lis
     return out
 
 
-def item_tokens(records: Iterable[TopicRecord], tokenizer: str) -> dict[str, list[int]]:
-    """Latest token list per item (what compaction keeps); a tombstone removes the item."""
+def item_tokens(records: Iterable[TopicRecord], tokenizer: str, lineage: dict[str, str | None] | None = None) -> dict[str, list[int]]:
+    """Latest token list per item (what compaction keeps); a tombstone removes the item. ``lineage``, when
+    given, is filled with each item's feature version."""
     tokens: dict[str, list[int]] = {}
     for r in records:
         if r.key is None:
@@ -38,14 +39,17 @@ def item_tokens(records: Iterable[TopicRecord], tokenizer: str) -> dict[str, lis
             tokens.pop(r.key, None)
             continue
         try:
-            tokens[r.key] = feature_tokens(r.value, tokenizer)
+            tokens[r.key], version = item_features(r.value, tokenizer)
         except RecordError:
             continue
+        if lineage is not None:
+            lineage[r.key] = version
     return tokens
 
 
 def recompute_profiles(settings: Settings, cfg: ProfileConfig) -> dict[str, ProfileState]:
     """Every user's profile from the engagement log and the item features, in log order."""
     engagements = valid_engagements(read_topic(settings, settings.engagements_topic, timeout_s=5), settings)
-    tokens = item_tokens(read_topic(settings, settings.features_topic, timeout_s=5), settings.profile_tokenizer)
-    return build_profiles(engagements, tokens, cfg)
+    lineage: dict[str, str | None] = {}
+    tokens = item_tokens(read_topic(settings, settings.features_topic, timeout_s=5), settings.profile_tokenizer, lineage)
+    return build_profiles(engagements, tokens, cfg, lineage)

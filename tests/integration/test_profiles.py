@@ -18,13 +18,14 @@ from pathlib import Path
 import pytest
 
 from mmfeat.engagements import EngagementV1
-from mmfeat.kafka.client import OutRecord, topic_size
+from mmfeat.kafka.client import OutRecord, ensure_topics, topic_size
 from mmfeat.produce import engagement_records, send_records, synthetic_engagements
 from mmfeat.profile import ProfileState
 from mmfeat.schemas import DlqRecordV1, UnmatchedEngagementV1, UserProfileV1
+from mmfeat.services import free_port
 from mmfeat.settings import Settings
 from mmfeat.tokenizers import load_tokenizers
-from streams.app import internal_topics, profile_config
+from streams.app import app_topic_specs, internal_topics, profile_config
 from streams.client import UnknownUser, fetch_profile
 from streams.offline import recompute_profiles
 from tests.integration.conftest import records, run_cli, sample, scrape, start_cli, wait_for
@@ -71,9 +72,10 @@ def app(ps: Settings, tmp_path: Path) -> Iterator[ProfilesApp]:
         a.stop(signal.SIGKILL)
 
 
-def features(s: Settings, items: dict[str, list[int]]) -> list[OutRecord]:
+def features(s: Settings, items: dict[str, list[int]], captioner: str = "cap@1") -> list[OutRecord]:
     """Feature records as the caption worker writes them (only the fields the profiles app reads matter)."""
-    values = {item: json.dumps({"item_id": item, "token_ids": {"word": toks}}).encode() for item, toks in items.items()}
+    versions = {"captioner_version": captioner, "tokenizer_versions": {"word": "w@1"}}
+    values = {item: json.dumps({"item_id": item, "token_ids": {"word": toks}, **versions}).encode() for item, toks in items.items()}
     return [OutRecord(s.features_topic, item, v) for item, v in values.items()]
 
 
@@ -261,3 +263,45 @@ def test_overflow_and_expiry_are_recorded_with_their_reason(ps: Settings, tmp_pa
         assert records(s, s.profiles_topic) == []
     finally:
         a.stop(signal.SIGKILL)
+
+
+def test_profiles_v2_replayed_against_new_features_beside_the_live_app(ps: Settings, app: ProfilesApp, tmp_path: Path) -> None:
+    items = item_tokens(12)
+    send_records(ps, features(ps, items))
+    evs = send_engagements(ps, users=6, items=list(items), n=200, seed=4)
+    app.start()
+    truth = recompute_profiles(ps, profile_config(ps))
+    wait_converged(app, truth, 120)
+
+    # a new feature version (say, a new captioner backfilled into v2): other tokens for the same items
+    prefix = ps.uploads_topic.split(".")[0]
+    v2 = ps.model_copy(
+        update={
+            "features_topic": f"{prefix}.media.item-features.v2", "profiles_topic": f"{prefix}.user.profiles.v2",
+            "profiles_app_id": f"{ps.profiles_app_id}.{prefix}.user.profiles.v2", "profiles_web_port": free_port(),
+        }
+    )  # fmt: skip
+    ensure_topics(v2, app_topic_specs(v2))
+    send_records(v2, features(v2, {k: [t + 40 for t in toks] for k, toks in items.items()}, captioner="cap@2"))
+    flags = ["--features-topic", v2.features_topic, "--profiles-topic", v2.profiles_topic, "--web-port", str(v2.profiles_web_port)]
+    replay = ProfilesApp(v2, tmp_path / "profiles-v2.log")
+    replay.proc = start_cli(ps, replay.log, "profiles", *flags)  # the CLI derives the app id from the profiles topic
+    try:
+        truth2 = recompute_profiles(v2, profile_config(v2))
+        assert sum(p.applied for p in truth2.values()) == len(evs)
+        assert truth2["u0"].weights != truth["u0"].weights
+        wait_converged(replay, truth2, 180)
+        wait_converged(app, truth, 30)  # the live app is untouched
+
+        # lineage: which captioner and tokenizer versions made each profile, in the lookup and on the topic
+        live, rebuilt = app.lookup("u0"), replay.lookup("u0")
+        assert live is not None and rebuilt is not None
+        assert live.feature_lineage == {"captioner=cap@1 word=w@1": truth["u0"].applied} and live.features_topic == ps.features_topic
+        assert rebuilt.feature_lineage == {"captioner=cap@2 word=w@1": truth2["u0"].applied}
+        assert rebuilt.features_topic == v2.features_topic
+        tail = run_cli(ps, "tail", v2.profiles_topic, "--timeout", "3")
+        assert tail.returncode == 0 and "lineage: " + v2.features_topic + ": captioner=cap@2 word=w@1" in tail.stdout
+        shown = run_cli(ps, "profile", "u0", "--url", replay.url)
+        assert shown.returncode == 0 and "captioner=cap@2" in shown.stdout
+    finally:
+        replay.stop(signal.SIGKILL)

@@ -1,8 +1,11 @@
 import json
 from datetime import UTC, datetime
 
+import pytest
+
 from mmfeat.captioner import Caption
-from mmfeat.features import FeatureBuilder, encode_feature, lineage_headers
+from mmfeat.errors import SchemaError
+from mmfeat.features import FeatureBuilder, encode_feature, item_features, lineage_headers
 from mmfeat.normalize import normalize_caption
 from mmfeat.schemas import UploadV1
 from mmfeat.settings import ASSETS
@@ -47,3 +50,12 @@ def test_lineage_headers() -> None:
     assert headers["mmfeat-captioner-version"] == b"cap-v1"
     assert headers["mmfeat-schema-version"] == b"1"
     assert b"sp=sp-unigram-128@" in headers["mmfeat-tokenizer-versions"]
+
+
+def test_item_features_reads_tokens_and_lineage() -> None:
+    raw = json.dumps({"token_ids": {"word": [3, 4]}, "captioner_version": "cap@1", "tokenizer_versions": {"word": "w@9"}}).encode()
+    assert item_features(raw, "word") == ([3, 4], "captioner=cap@1 word=w@9")
+    assert item_features(json.dumps({"token_ids": {"word": [5]}}).encode(), "word") == ([5], None)
+    for bad in (b"{", json.dumps({"token_ids": {"sp": [1]}}).encode(), json.dumps({"token_ids": {"word": ["x"]}}).encode()):
+        with pytest.raises(SchemaError):
+            item_features(bad, "word")

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS, Engagement
-from mmfeat.profile import ProfileConfig, ProfileState, apply_engagement, build_profiles, profile_features, profile_record
+from mmfeat.profile import LINEAGE_KEEP, ProfileConfig, ProfileState, apply_engagement, build_profiles, profile_features, profile_record
 
 HL = 100.0
 CFG = ProfileConfig(event_weights={"like": 1.0, "share": 3.0, "time_spent": 0.5}, half_life_s=HL, top_k=3)
@@ -107,3 +107,17 @@ def test_build_profiles_skips_items_without_tokens_and_record_is_published_shape
     assert set(profiles) == {"u", "v"} and profiles["u"].applied == 1
     rec = profile_record(profiles["u"], cfg, tokenizer="word", features_topic="f")
     assert rec.events["like"].token_ids == [1] and rec.engagements == 1 and rec.as_of is not None
+
+
+def test_lineage_counts_each_applied_engagement_once_and_stays_bounded() -> None:
+    v1, v2 = "captioner=a@1 word=w@1", "captioner=b@2 word=w@1"
+    state, _ = apply_engagement(None, eng(1, 0.0), [1], CFG, v1)
+    state, _ = apply_engagement(state, eng(2, 1.0), [1], CFG, v2)
+    state, _ = apply_engagement(state, eng(3, 2.0), [1], CFG, v2)
+    again, changed = apply_engagement(state, eng(3, 2.0), [1], CFG, v2)  # redelivered: not counted twice
+    assert not changed and again.lineage == state.lineage == {v1: 1, v2: 2}
+    assert ProfileState.from_dict(state.to_dict()).lineage == state.lineage
+    assert profile_record(state, CFG, tokenizer="word", features_topic="f.v2").feature_lineage == {v1: 1, v2: 2}
+    for i in range(LINEAGE_KEEP + 3):  # many versions: the most used are kept
+        state, _ = apply_engagement(state, eng(10 + i, 3.0 + i), [1], CFG, f"captioner=c{i} word=w@1")
+    assert len(state.lineage) == LINEAGE_KEEP and state.lineage[v2] == 2 and state.lineage[v1] == 1

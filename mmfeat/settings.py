@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     pending_tick_s: float = Field(default=5.0, gt=0, description="how often waiting engagements are checked for expiry")
     max_future_s: float = Field(default=300.0, ge=0, description="engagements further in the future are rejected")
     profiles_commit_s: float = Field(default=1.0, gt=0, description="Faust offset commit interval")
+    features_first_timeout_s: float = Field(
+        default=600.0, ge=0, description="at start, engagements wait up to this long for the features topic to be read to its end"
+    )
 
     @field_validator("event_weights")
     @classmethod

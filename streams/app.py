@@ -16,6 +16,7 @@ by Faust's exactly-once setting (see docs/profiles.md).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -31,12 +32,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from mmfeat.engagements import Engagement, parse_engagement
 from mmfeat.errors import ConfigError, RecordError, RecordRef, SchemaError
 from mmfeat.features import item_features
-from mmfeat.kafka.client import TopicSpec, ensure_topics
+from mmfeat.kafka.client import TopicSpec, committed_offsets, ensure_topics
 from mmfeat.metrics import ProfileMetrics
 from mmfeat.profile import ProfileConfig, ProfileState, apply_engagement, profile_record
 from mmfeat.schemas import H_REASON, H_SOURCE, ITEM_ID_PATTERN, UnmatchedEngagementV1, dlq_record, now_utc, peek_item_id
 from mmfeat.settings import Settings
-from streams.join import ItemJoin, JoinResult
+from streams.join import ItemJoin, JoinResult, LoadGate
 from streams.pending import Entry
 
 log = logging.getLogger("mmfeat.profiles")
@@ -135,6 +136,7 @@ def make_app(settings: Settings) -> faust.App:
     metrics = ProfileMetrics()
     inputs = {s.engagements_topic, s.features_topic, names["by_item"], names["by_user"]}
     join = ItemJoin(items, pending, pending_index, cap=s.pending_max_per_item, ttl_s=s.pending_ttl_s)
+    gate, gate_open = LoadGate(), asyncio.Event()
 
     async def _release(result: JoinResult) -> None:
         for e, tokens in result.ready:
@@ -157,7 +159,8 @@ def make_app(settings: Settings) -> faust.App:
 
     @app.agent(engagements)
     async def ingest_engagements(stream: Any) -> None:
-        """Validate, route bad records to the DLQ, re-key the good ones by item."""
+        """Validate, route bad records to the DLQ, re-key the good ones by item (once the features are loaded)."""
+        await gate_open.wait()
         async for event in stream.events():
             msg = event.message
             metrics.records_in.labels(msg.topic).inc()
@@ -193,6 +196,7 @@ def make_app(settings: Settings) -> faust.App:
                 await _to_dlq(ref, err, msg)
                 continue
             await by_item.send(key=msg.key, value={"kind": "features", "item_id": item_id, "tokens": tokens, "lineage": lineage})
+            gate.processed(msg.partition, msg.offset)
 
     @app.agent(by_item)
     async def join_items(stream: Any) -> None:
@@ -231,6 +235,27 @@ def make_app(settings: Settings) -> faust.App:
         """One tick per partition of by-item: expiry runs inside the partition that owns the entries."""
         for part in range(p):
             await by_item.send(key=None, value={"kind": "tick"}, partition=part)
+
+    @app.task
+    async def load_features_first() -> None:
+        """Open the gate once this worker's features partitions are read to their end at assignment (or on timeout)."""
+        began = time.monotonic()
+        while not app.consumer.assignment():
+            await asyncio.sleep(0.1)
+        tps = [tp for tp in app.consumer.assignment() if tp.topic == s.features_topic]
+        ends = await app.consumer.highwaters(*tps) if tps else {}
+        # where reading starts: the group's committed offsets (the consumer's own position is its fetch position)
+        loop = asyncio.get_running_loop()
+        starts = await loop.run_in_executor(None, committed_offsets, s, s.profiles_app_id, s.features_topic, [tp.partition for tp in tps])
+        for tp in tps:
+            gate.watch(tp.partition, int(ends.get(tp) or 0), starts.get(tp.partition, 0))
+        while not gate.is_open() and time.monotonic() - began < s.features_first_timeout_s:
+            await asyncio.sleep(0.05)
+        if not gate.is_open():
+            waited, left = s.features_first_timeout_s, gate.remaining()
+            log.warning("features not loaded after %.0fs (%d record(s) to go): engagements start anyway", waited, left)
+        log.info("features read to offsets %s in %.1fs: engagements start", gate.targets, time.monotonic() - began)
+        gate_open.set()
 
     @app.timer(interval=s.metrics_interval_s)
     async def sample_lag() -> None:

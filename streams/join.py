@@ -105,3 +105,27 @@ class ItemJoin:
             result.unmatched.extend(("pending_expired", entry) for entry in gone)
             self._set_waiting(partition, item_id, kept)
         return result
+
+
+class LoadGate:
+    """Engagements start once the features topic has been read up to where it ended when this worker was
+    assigned its partitions, so a replay (or a restart with a backlog) joins against loaded features rather
+    than filling the pending buffer. Pure bookkeeping; streams/app.py feeds it and waits on it."""
+
+    def __init__(self) -> None:
+        self.targets: dict[int, int] | None = None
+        self.done: dict[int, int] = {}
+
+    def watch(self, partition: int, end: int, position: int) -> None:
+        """Wait for ``partition`` up to offset ``end`` (exclusive); ``position`` is where its reading starts."""
+        self.targets = (self.targets or {}) | {partition: end}
+        self.done[partition] = max(self.done.get(partition, 0), position)
+
+    def processed(self, partition: int, offset: int) -> None:
+        self.done[partition] = max(self.done.get(partition, 0), offset + 1)
+
+    def is_open(self) -> bool:
+        return self.targets is not None and all(self.done.get(p, 0) >= end for p, end in self.targets.items())
+
+    def remaining(self) -> int:
+        return sum(max(0, end - self.done.get(p, 0)) for p, end in (self.targets or {}).items())

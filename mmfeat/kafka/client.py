@@ -203,6 +203,16 @@ def decode_headers(msg: Message) -> dict[str, str]:
     return out
 
 
+def committed_offsets(settings: Settings, group_id: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The offsets ``group_id`` has committed on ``topic`` (0 where none), read without joining the group."""
+    c = make_consumer(settings, group_id)
+    try:
+        got = c.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return {tp.partition: max(tp.offset, 0) for tp in got}
+    finally:
+        c.close()
+
+
 def topic_size(settings: Settings, topic: str) -> int:
     """Records written to ``topic`` so far (the sum of its partitions' high watermarks)."""
     c = make_consumer(settings, "mmfeat-probe")

@@ -282,16 +282,18 @@ def test_profiles_v2_replayed_against_new_features_beside_the_live_app(ps: Setti
         }
     )  # fmt: skip
     ensure_topics(v2, app_topic_specs(v2))
+    # a pending cap of 1: engagements joining before the v2 features are loaded would overflow to unmatched
     send_records(v2, features(v2, {k: [t + 40 for t in toks] for k, toks in items.items()}, captioner="cap@2"))
     flags = ["--features-topic", v2.features_topic, "--profiles-topic", v2.profiles_topic, "--web-port", str(v2.profiles_web_port)]
     replay = ProfilesApp(v2, tmp_path / "profiles-v2.log")
-    replay.proc = start_cli(ps, replay.log, "profiles", *flags)  # the CLI derives the app id from the profiles topic
+    replay.proc = start_cli(ps.model_copy(update={"pending_max_per_item": 1}), replay.log, "profiles", *flags)  # app id from the topic
     try:
         truth2 = recompute_profiles(v2, profile_config(v2))
         assert sum(p.applied for p in truth2.values()) == len(evs)
         assert truth2["u0"].weights != truth["u0"].weights
         wait_converged(replay, truth2, 180)
         wait_converged(app, truth, 30)  # the live app is untouched
+        assert records(ps, ps.unmatched_topic) == []  # the replay read its features before its engagements
 
         # lineage: which captioner and tokenizer versions made each profile, in the lookup and on the topic
         live, rebuilt = app.lookup("u0"), replay.lookup("u0")

@@ -67,3 +67,19 @@ def test_deleted_item_makes_later_engagements_wait_again() -> None:
     j.on_item_deleted("it")
     assert "it" not in items
     assert j.on_engagement(eng(1), 0, 1.0).ready == []
+
+
+def test_load_gate_opens_when_every_watched_partition_is_read_to_its_end() -> None:
+    from streams.join import LoadGate
+
+    g = LoadGate()
+    assert not g.is_open()  # nothing known yet: closed
+    g.watch(0, end=3, position=0)
+    g.watch(1, end=5, position=5)  # already read up to its end (committed offset)
+    assert not g.is_open() and g.remaining() == 3
+    g.processed(0, 0)
+    g.processed(0, 2)
+    assert g.is_open() and g.remaining() == 0
+    empty = LoadGate()
+    empty.watch(0, end=0, position=0)
+    assert empty.is_open()

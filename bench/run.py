@@ -1,4 +1,4 @@
-"""`mmfeat bench worker|captioner|profiles`: side-by-side measurements on one machine, in one run.
+"""`mmfeat bench worker|captioner|profiles|backfill`: side-by-side measurements on one machine, in one run.
 
 - worker:    the caption worker's throughput with a trivially fast Triton model (null_captioner)
              vs the raw confluent-kafka consume rate of the same topic.
@@ -6,6 +6,7 @@
              request at a time, under the same concurrent load: throughput and p50/p99 latency.
 - profiles:  the Faust profiles app vs a raw aiokafka consumer of the same engagement topic, and its
              engagement-to-profile latency under a paced load (bench/profiles.py).
+- backfill:  an unpaced backfill of the same uploads vs the live worker, and a paced one vs its limit.
 Results go to results/bench_<name>.json with the command, the machine and the date.
 """
 
@@ -166,6 +167,55 @@ def bench_worker(n: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+# ---- backfill vs the live worker ---------------------------------------------------------------
+
+
+def backfill_rate(s: Settings, since_ms: int, until_ms: int, topic: str, n: int, rate: float) -> tuple[float, int]:
+    """Records/s of a backfill of [since, until) into ``topic`` at most ``rate``/s, from its first batch; and its batch size."""
+    from workers.backfill import Backfill, PartitionProgress, Request
+
+    ensure_topics(s, [TopicSpec(topic, 4, compacted=True)])
+    job = Backfill(s, Request("uploads", s.uploads_topic, topic, s.triton_model, since_ms, until_ms), group_id=f"bench-{topic}", rate=rate)
+    first: list[float] = []
+    bar = tqdm(total=n, desc=f"backfill <= {rate:g}/s", unit="rec", file=sys.stderr)
+
+    def progress(parts: list[PartitionProgress]) -> None:
+        done = sum(p.done for p in parts)
+        if done and not first:
+            first.append(time.perf_counter())
+        bar.update(done - bar.n)
+
+    summary = job.run(progress=progress, install_signals=False)
+    elapsed = time.perf_counter() - first[0]
+    bar.close()
+    assert summary.finished and sum(p.features for p in summary.partitions) == n, summary.to_json()
+    return n / elapsed, job.batch_size
+
+
+def bench_backfill(n: int) -> dict[str, Any]:
+    with Stack([BENCH_MODELS]) as s:
+        s = s.model_copy(update={"triton_model": "null_captioner", "batch_size": 64, "budget_rate_per_s": 1e9, "budget_burst": 10**9,
+                                 "dedupe_path": Path(tempfile.mkdtemp(prefix="mmfeat-dedupe-")) / "db", "backfill_metrics_port": 0,
+                                 "worker_metrics_port": 0})  # fmt: skip
+        ensure_topics(s, [TopicSpec(s.uploads_topic, 4), TopicSpec(s.features_topic, 4, compacted=True), TopicSpec(s.dlq_topic, 4)])
+        since_ms = int(time.time() * 1000)
+        with tqdm(total=n, desc="produce", unit="rec", file=sys.stderr) as bar:
+            send_uploads(s, synthetic_uploads(n, seed=1), progress=lambda k: bar.update(k - bar.n))
+        time.sleep(0.01)
+        until_ms = int(time.time() * 1000)
+        live = worker_rate(s, n)
+        unpaced, _ = backfill_rate(s, since_ms, until_ms, s.features_topic + ".unpaced", n, 1e9)
+        limit = round(live / 4, -1)
+        paced, batch = backfill_rate(s, since_ms, until_ms, s.features_topic + ".paced", n, limit)
+    return {
+        "records": n, "worker_per_s": round(live, 1), "backfill_unpaced_per_s": round(unpaced, 1),
+        "ratio_backfill_vs_worker": round(unpaced / live, 3), "rate_limit_per_s": limit, "backfill_paced_per_s": round(paced, 1),
+        "ratio_paced_vs_limit": round(paced / limit, 3), "paced_batch": batch,
+        "notes": "null_captioner; synthetic ~1 kB PNG uploads inline; 4 partitions; batch_size 64; rates from the first delivered "
+                 "batch to the last; the backfill replays the same uploads through the same worker code into another topic",
+    }  # fmt: skip
+
+
 # ---- captioner: dynamic batching vs one request at a time --------------------------------------
 
 
@@ -251,6 +301,7 @@ def main(which: str, *, out_dir: Path, quick: bool = False) -> Path:
         "worker": lambda: bench_worker(2000 if quick else 20000),
         "captioner": lambda: bench_captioner(DEFAULT_CAPTIONER, 16, 5 if quick else 30),
         "profiles": lambda: run_profiles_bench(quick),
+        "backfill": lambda: bench_backfill(2000 if quick else 10000),
     }
     if which not in runners:
         raise SystemExit(f"unknown benchmark {which!r}: choose {', '.join(runners)}")

@@ -378,7 +378,7 @@ def export_training_data(
 
 @app.command()
 def bench(
-    which: Annotated[str, typer.Argument(help="worker | captioner | profiles")],
+    which: Annotated[str, typer.Argument(help="worker | captioner | profiles | backfill")],
     out_dir: Annotated[Path, typer.Option("--out")] = Path("results"),
     quick: bool = False,
 ) -> None:

@@ -196,6 +196,8 @@ class Backfill:
             update={
                 "features_topic": request.features_topic, "group_id": group_id, "triton_model": request.model,
                 "worker_metrics_port": settings.backfill_metrics_port,
+                # its own dedupe store: RocksDB allows one process per store, and the live worker holds its own
+                "dedupe_path": settings.dedupe_store.with_name(f"dedupe-{group_id}"),
             }
         )  # fmt: skip
         self.s = s

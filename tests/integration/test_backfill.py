@@ -51,12 +51,16 @@ def test_backfill_replays_exactly_the_range_with_the_live_values(stack: Stack, s
     until = _instant()
     send_uploads(settings, iter(after))
 
-    live = BackgroundWorker(settings, max_records=21, idle_exit_s=60).join(180)
-    assert (live.features, live.dlq) == (20, 1)
+    live_worker = BackgroundWorker(settings, idle_exit_s=600)  # keeps running (and holding its dedupe store) during the backfill
+    wait_for(lambda: live_worker.worker.stats.handled == 21, 180, "the live worker to handle all 21 uploads")
 
     v2 = settings.uploads_topic.replace("media.uploads", "media.item-features.v2")
     args = ["--since", since, "--until", until, "--features-topic", v2, "--captioner", str(stack.model_dir), "--rate", "50", "--json"]
     done = run_cli(settings, "backfill", *args, timeout_s=300)
+    assert live_worker.alive()
+    live_worker.worker.stop()
+    live = live_worker.join(60)
+    assert (live.features, live.dlq) == (20, 1)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = _summary(done.stdout)
     assert summary["finished"] and (summary["features"], summary["dlq"], summary["outside"]) == (8, 1, 0)

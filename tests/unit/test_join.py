@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mmfeat.engagements import Engagement
-from streams.join import ItemJoin, index_key
+from streams.join import ItemJoin, LoadGate, index_key
 
 
 def eng(i: int, item: str = "it") -> Engagement:
@@ -70,8 +70,6 @@ def test_deleted_item_makes_later_engagements_wait_again() -> None:
 
 
 def test_load_gate_opens_when_every_watched_partition_is_read_to_its_end() -> None:
-    from streams.join import LoadGate
-
     g = LoadGate()
     assert not g.is_open()  # nothing known yet: closed
     g.watch(0, end=3, position=0)

@@ -1,7 +1,7 @@
 import pytest
 
 from mmfeat.errors import ConfigError
-from mmfeat.settings import load_settings
+from mmfeat.settings import PROJECT_ROOT, Settings, load_settings
 
 
 def test_unknown_env_var_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,3 +30,8 @@ def test_secrets_are_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
     from mmfeat.kafka.client import connection_config
 
     assert connection_config(s.model_copy(update={"bootstrap_servers": "b:1"}))["sasl.password"] == "hunter2"
+
+
+def test_every_setting_is_documented() -> None:
+    doc = (PROJECT_ROOT / "docs" / "configuration.md").read_text()
+    assert [n for n in Settings.model_fields if f"`MMFEAT_{n.upper()}`" not in doc] == []

@@ -78,6 +78,16 @@ def test_backfill_replays_exactly_the_range_with_the_live_values(stack: Stack, s
     # the live worker's and the backfill's DLQ records, for the same source record
     assert len(dlq) == 2 and len({(d.reason, d.source_partition, d.source_offset, d.raw_key_b64) for d in dlq}) == 1
 
+    # Another version with one token list only: the same word ids as the live record, nothing else.
+    v3 = v2.replace(".v2", ".v3")
+    words = run_cli(settings, "backfill", *[v3 if a == v2 else a for a in args], "--tokenizers", "word", timeout_s=300)
+    assert words.returncode == 0, words.stderr[-2000:]
+    v3_recs = by_key(records(settings, v3))
+    assert set(v3_recs) == set(v2_recs)
+    for item_id, rec in v3_recs.items():
+        got, live_ids = json.loads(rec.value or b""), json.loads(v1_recs[item_id].value or b"")["token_ids"]
+        assert got["token_ids"] == {"word": live_ids["word"]} and got["tokenizer_versions"].keys() == {"word"}
+
     # The same command again finds its plan finished and does nothing.
     again = run_cli(settings, "backfill", *args, timeout_s=300)
     assert again.returncode == 0 and _summary(again.stdout)["records_this_run"] == 0

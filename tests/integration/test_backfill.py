@@ -13,8 +13,9 @@ from mmfeat.errors import KafkaIOError
 from mmfeat.kafka.client import make_producer
 from mmfeat.produce import image_uploads, send_uploads
 from mmfeat.schemas import H_CAPTIONER, H_SOURCE, DlqRecordV1, now_utc
+from mmfeat.services import free_port
 from mmfeat.settings import Settings
-from tests.integration.conftest import Stack, by_key, records, run_cli, small_images, start_cli, wait_for
+from tests.integration.conftest import Stack, by_key, records, run_cli, sample, scrape, small_images, start_cli, wait_for
 from workers.worker import BackgroundWorker
 
 
@@ -111,9 +112,21 @@ def test_sigkill_mid_backfill_then_rerun_continues_and_keeps_the_rate(stack: Sta
     rate = 4.0
     args = ["--since", since, "--until", "now", "--features-topic", v2, "--rate", str(rate), "--json"]
     log = tmp_path / "backfill.log"
-    first = start_cli(settings, log, "backfill", *args)
+    port = free_port()
+    first = start_cli(settings.model_copy(update={"backfill_metrics_port": port}), log, "backfill", *args)
     try:
         wait_for(lambda: _count(settings, v2) >= 6, 120, "6 backfilled records")
+
+        def metrics_count_them() -> bool:  # the backfill's own /metrics while it runs
+            try:
+                m = scrape(f"http://{settings.metrics_host}:{port}/metrics")
+            except OSError:
+                return False
+            series = [("mmfeat_records_out_total", {"topic": v2}), ("mmfeat_records_in_total", {"topic": settings.uploads_topic}),
+                      ("mmfeat_upload_to_feature_seconds_count", {})]  # fmt: skip
+            return all((sample(m, name, **labels) or 0) >= 6 for name, labels in series)
+
+        wait_for(metrics_count_them, 30, "the backfill's /metrics to count 6 records")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(30)

@@ -72,6 +72,33 @@ def train(ds: Dataset, rows: np.ndarray, variant: Variant, *, epochs: int, seed:
     return model.eval(), seen / spent
 
 
+def step_throughput(
+    ds: Dataset, rows: np.ndarray, variants: Sequence[Variant], *, seed: int, batch: int = 512, steps: int = 30, rounds: int = 7
+) -> dict[str, float]:
+    """Training examples per second of each variant's model step, measured side by side: fresh models on the
+    same pre-assembled batches, in alternating rounds so that drift in the machine's speed hits every variant
+    alike; the median over rounds."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(rows, batch, replace=False) for _ in range(steps)]
+    setups = []
+    for v in variants:
+        model, loss_fn = DLRMRanker(model_config(ds, v)), MultiTaskLoss()
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-5)
+        setups.append((v.name, model, loss_fn, opt, [make_batch(ds, r, v.lists) for r in chosen]))
+    rates: dict[str, list[float]] = {v.name: [] for v in variants}
+    for r in range(rounds + 1):
+        for name, model, loss_fn, opt, batches in setups:
+            t0 = time.perf_counter()
+            for ids, lists, dense, labels in batches:
+                opt.zero_grad()
+                loss_fn(model(ids, lists, dense), labels).backward()
+                opt.step()
+            if r:  # round 0 warms up
+                rates[name].append(steps * batch / (time.perf_counter() - t0))
+    return {name: float(np.median(rs)) for name, rs in rates.items()}
+
+
 @torch.inference_mode()
 def predict(model: DLRMRanker, ds: Dataset, rows: np.ndarray, variant: Variant, shuffle: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Probabilities [len(rows), T]."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ranking.model import DLRMRanker, IdList, MultiTaskLoss, RankerConfig
@@ -53,11 +54,13 @@ def test_a_few_steps_lower_the_loss() -> None:
     assert float(loss.detach()) < first * 0.5
 
 
-def test_one_bag_call_per_table_equals_one_bag_per_list() -> None:
+@pytest.mark.parametrize("dense_pool", [True, False])
+def test_one_pooling_per_table_equals_one_bag_per_list(dense_pool: bool) -> None:
     cfg = RankerConfig(n_users=2, n_items=2, n_owners=1, dense_dim=1, lists={"item_sp": 30, "profile_like": 30, "item_word": 40},
                        weighted=frozenset({"profile_like"}),
                        shared={"item_sp": "sp", "profile_like": "sp", "item_word": "word"})  # fmt: skip
     model = DLRMRanker(cfg)
+    model.lists.DENSE_POOL_MAX_VOCAB = 1000 if dense_pool else 0  # the pooling-matrix product, or embedding_bag
     _, lists, _, _ = batch(9, cfg, seed=3)
     got = model.lists(lists)
     for k, name in enumerate(sorted(cfg.lists)):

@@ -44,6 +44,8 @@ class WorldConfig:
     w_pop: float = 0.5  # item popularity
     w_names: float = 2.0  # liked object names in the scene
     w_relation: float = 2.0  # the user's liked relation or action word in the scene
+    drift: float = 0.0  # share of users whose interests change to new ones at a random time in the period
+    late_users: float = 0.0  # share of users who join late (in the last 40% of the period), so have little history
     start_ts: float = 1_790_000_000.0
 
 
@@ -75,6 +77,9 @@ class World:
     imp_ts: np.ndarray = field(default_factory=lambda: np.zeros(0))
     labels: np.ndarray = field(default_factory=lambda: np.zeros((0, len(TASKS))))
     truth_logit: np.ndarray = field(default_factory=lambda: np.zeros((0, len(TASKS))))
+    join_ts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per user: first possible impression (0: from the start)
+    switch_ts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per user: when its interests changed (inf: never)
+    later_likes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # per user: interests after the change
 
 
 def relation_word(scene: Scene) -> str | None:
@@ -139,7 +144,17 @@ def build_world(cfg: WorldConfig, captioned: list[tuple[Scene, FeatureRecordV1, 
     # impressions: time uniform over the period, an item among those already uploaded (popular ones more often)
     ts = np.sort(rng.uniform(cfg.start_ts + span * 0.05, cfg.start_ts + span, cfg.impressions))
     uploaded = np.array([it.uploaded_at for it in items])
-    users = rng.integers(0, cfg.users, cfg.impressions)
+    # drift and late joiners draw from a generator of their own: with both at 0 the world is the same as without them
+    extra = np.random.default_rng(cfg.seed + 7)
+    joins = np.zeros(cfg.users)
+    if cfg.late_users > 0:
+        late = extra.uniform(size=cfg.users) < cfg.late_users
+        joins = np.where(late, extra.uniform(cfg.start_ts + 0.6 * span, cfg.start_ts + 0.95 * span, cfg.users), 0.0)
+        order = np.argsort(joins, kind="stable")
+        joined = np.searchsorted(joins[order], ts, side="right")  # users joined by each impression's time
+        users = order[(rng.uniform(size=cfg.impressions) * joined).astype(np.int64)]
+    else:
+        users = rng.integers(0, cfg.users, cfg.impressions)
     pop_w = np.exp(0.5 * popularity)
     item_idx = np.empty(cfg.impressions, dtype=np.int64)
     n_up = np.searchsorted(uploaded, ts, side="right")
@@ -152,11 +167,24 @@ def build_world(cfg: WorldConfig, captioned: list[tuple[Scene, FeatureRecordV1, 
         for name in it.scene.names:
             item_names[it.index, name_index[name]] = 1.0
     item_rel = [relation_word(it.scene) for it in items]
-    sem = (likes[users] * item_names[item_idx]).sum(axis=1)
-    rel = np.array([float(item_rel[i] is not None and item_rel[i] == relation_of_user[u]) for u, i in zip(users, item_idx, strict=True)])
+    switch = np.full(cfg.users, np.inf)
+    later_likes, later_relation = likes.copy(), list(relation_of_user)
+    if cfg.drift > 0:
+        drifting = np.flatnonzero(extra.uniform(size=cfg.users) < cfg.drift)
+        switch[drifting] = extra.uniform(cfg.start_ts + 0.2 * span, cfg.start_ts + span, len(drifting))
+        for u in drifting:
+            later_likes[u] = 0.0
+            for j in extra.choice(len(names), min(cfg.interests_per_user, len(names)), replace=False):
+                later_likes[u, j] = extra.uniform(0.5, 1.0)
+            later_relation[u] = relations[int(extra.integers(len(relations)))]
+    after = ts >= switch[users]  # impressions after the user's interests changed
+    now_likes = np.where(after[:, None], later_likes[users], likes[users])
+    sem = (now_likes * item_names[item_idx]).sum(axis=1)
+    rel_of = [later_relation[u] if a else relation_of_user[u] for u, a in zip(users, after, strict=True)]
+    rel = np.array([float(item_rel[i] is not None and item_rel[i] == r) for r, i in zip(rel_of, item_idx, strict=True)])
     base = (cfg.w_id * (user_bias[users] + item_bias[item_idx] + owner_bias[item_idx % cfg.owners]) / math.sqrt(3)
             + cfg.w_pop * popularity[item_idx] + cfg.w_names * sem + cfg.w_relation * rel)  # fmt: skip
     logits = np.stack([TASK_BIAS[t] + base for t in TASKS], axis=1)
     labels = (rng.uniform(size=logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32)
     return World(cfg, items, likes, relation_of_user, names, user_bias, item_bias, owner_bias, popularity,
-                 users.astype(np.int64), item_idx, ts, labels, logits)  # fmt: skip
+                 users.astype(np.int64), item_idx, ts, labels, logits, joins, switch, later_likes)  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -13,7 +14,7 @@ from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS
 from mmfeat.profile import ProfileConfig, build_profiles, profile_features
 from mmfeat.schemas import FeatureRecordV1
 from ranking.dataset import PROFILE_EVENTS, build_dataset, engagements_of, point_in_time_profiles
-from ranking.world import DAY, WorldConfig, build_world
+from ranking.world import DAY, TASK_BIAS, WorldConfig, build_world
 
 CFG = WorldConfig(seed=3, users=20, items=40, owners=5, impressions=1500)
 PCFG = ProfileConfig(event_weights=DEFAULT_EVENT_WEIGHTS, half_life_s=7 * DAY, top_k=8)
@@ -80,3 +81,28 @@ def test_world_settings_are_checked_by_name_and_type() -> None:
         world_config(0, quick=False, overrides={"user": "5"})
     with pytest.raises(ConfigError, match="not a int"):
         world_config(0, quick=False, overrides={"users": "many"})
+
+
+def test_late_users_and_drift_shape_the_log_and_nothing_else() -> None:
+    captioned = fake_captioned(CFG)
+    plain = build_world(CFG, captioned)
+    assert np.isinf(plain.switch_ts).all() and not plain.join_ts.any()
+    # at 0 the settings leave the world exactly as it was
+    same = build_world(replace(CFG, drift=0.0, late_users=0.0), captioned)
+    assert np.array_equal(same.labels, plain.labels) and np.array_equal(same.imp_user, plain.imp_user)
+
+    late = build_world(replace(CFG, late_users=0.5), captioned)
+    joined = late.join_ts > 0
+    assert 0 < joined.sum() < CFG.users
+    assert np.all(late.imp_ts >= late.join_ts[late.imp_user])  # no impression before its user joined
+    assert set(np.unique(late.imp_user[late.imp_ts < late.join_ts[joined].min()])) <= set(np.flatnonzero(~joined))
+
+    drift = build_world(replace(CFG, drift=1.0, w_relation=0.0, w_id=0.0, w_pop=0.0), captioned)
+    assert np.isfinite(drift.switch_ts).all() and not np.array_equal(drift.later_likes, drift.likes)
+    # the ground truth uses the interests in force at each impression's time
+    names = {n: i for i, n in enumerate(drift.names)}
+    for k in range(0, len(drift.imp_ts), 97):
+        u, it = int(drift.imp_user[k]), drift.items[int(drift.imp_item[k])]
+        likes = drift.later_likes[u] if drift.imp_ts[k] >= drift.switch_ts[u] else drift.likes[u]
+        sem = sum(likes[names[n]] for n in set(it.scene.names))
+        assert math.isclose(drift.truth_logit[k, 0], TASK_BIAS["like"] + drift.config.w_names * sem, abs_tol=1e-9)

@@ -104,9 +104,33 @@ def point_in_time_profiles(world: World, cfg: ProfileConfig, tokenizer: str) -> 
     return {f"profile_{ev}": jagged(rows[ev], wts[ev]) for ev in PROFILE_EVENTS}, newest
 
 
+def token_idf(lists: list[list[int]], vocab: int) -> np.ndarray:
+    """log(N / document frequency) per token over ``lists`` (0 for a token in every list, or in none)."""
+    df = np.zeros(vocab)
+    for ids in lists:
+        df[list(set(ids))] += 1
+    return np.where(df > 0, np.log(len(lists) / np.maximum(df, 1)), 0.0).astype(np.float32)
+
+
+def reweighted(j: Jagged, scale: np.ndarray) -> Jagged:
+    """Each id's weight times ``scale[id]``, renormalized to sum 1 per row (a row that sums to 0 gets 0s)."""
+    assert j.weights is not None
+    w = j.weights * scale[j.values]
+    row = np.repeat(np.arange(len(j.starts) - 1), np.diff(j.starts))
+    total = np.bincount(row, weights=w, minlength=len(j.starts) - 1)[row]
+    return Jagged(j.values, j.starts, np.where(total > 0, w / np.where(total > 0, total, 1.0), 0.0).astype(np.float32))
+
+
 def build_dataset(
-    world: World, profile_cfg: ProfileConfig, profile_tokenizer: str = "sp", vocab_sizes: dict[str, int] | None = None
+    world: World,
+    profile_cfg: ProfileConfig,
+    profile_tokenizer: str = "sp",
+    vocab_sizes: dict[str, int] | None = None,
+    profile_idf: bool = True,
 ) -> Dataset:
+    """``profile_idf``: the ranker reads profile weights times each token's IDF over the item captions, so the
+    words every caption shares ("a", "drawing") stop drowning the ones that tell users apart. The published
+    profile stays a plain aggregate; this is an input transform of this ranker."""
     items = world.items
     sizes = vocab_sizes or {}
 
@@ -115,6 +139,9 @@ def build_dataset(
 
     item_lists = {f"item_{tok}": jagged([it.feature.token_ids[tok] for it in items]) for tok in ("sp", "word")}
     profiles, _ = point_in_time_profiles(world, profile_cfg, profile_tokenizer)
+    if profile_idf:
+        idf = token_idf([it.feature.token_ids[profile_tokenizer] for it in items], size_of(profile_tokenizer))
+        profiles = {name: reweighted(j, idf) for name, j in profiles.items()}
     vocab = {"item_sp": size_of("sp"), "item_word": size_of("word")}
     vocab.update({name: size_of(profile_tokenizer) for name in profiles})
     uploaded = np.array([it.uploaded_at for it in items])

@@ -13,7 +13,7 @@ from mmfeat.clipart import BlankDrawings, load_vocabulary, make_splits, scenes
 from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS
 from mmfeat.profile import ProfileConfig, build_profiles, profile_features
 from mmfeat.schemas import FeatureRecordV1
-from ranking.dataset import PROFILE_EVENTS, build_dataset, engagements_of, point_in_time_profiles
+from ranking.dataset import PROFILE_EVENTS, Jagged, build_dataset, engagements_of, point_in_time_profiles, reweighted, token_idf
 from ranking.world import DAY, TASK_BIAS, WorldConfig, build_world
 
 CFG = WorldConfig(seed=3, users=20, items=40, owners=5, impressions=1500)
@@ -106,3 +106,12 @@ def test_late_users_and_drift_shape_the_log_and_nothing_else() -> None:
         likes = drift.later_likes[u] if drift.imp_ts[k] >= drift.switch_ts[u] else drift.likes[u]
         sem = sum(likes[names[n]] for n in set(it.scene.names))
         assert math.isclose(drift.truth_logit[k, 0], TASK_BIAS["like"] + drift.config.w_names * sem, abs_tol=1e-9)
+
+
+def test_idf_reweighting_of_profiles() -> None:
+    idf = token_idf([[1, 2, 2], [1, 3], [1]], vocab=5)
+    assert idf[1] == 0.0 and idf[0] == 0.0 and idf[4] == 0.0  # in every list; in none
+    assert math.isclose(float(idf[2]), math.log(3), rel_tol=1e-6) and math.isclose(float(idf[3]), math.log(3), rel_tol=1e-6)
+    j = Jagged(np.array([1, 2, 3, 1, 1]), np.array([0, 3, 3, 5]), np.array([0.5, 0.3, 0.2, 0.6, 0.4], np.float32))
+    r = reweighted(j, idf)  # row 0: only 2 and 3 keep weight; row 1 is empty; row 2 holds only the common token
+    assert np.allclose(r.weights, [0.0, 0.6, 0.4, 0.0, 0.0]) and np.array_equal(r.values, j.values)

@@ -136,7 +136,7 @@ def make_app(settings: Settings) -> faust.App:
     metrics = ProfileMetrics()
     inputs = {s.engagements_topic, s.features_topic, names["by_item"], names["by_user"]}
     join = ItemJoin(items, pending, pending_index, cap=s.pending_max_per_item, ttl_s=s.pending_ttl_s)
-    gate, gate_open = LoadGate(), asyncio.Event()
+    gate = LoadGate()
 
     async def _release(result: JoinResult) -> None:
         for e, tokens in result.ready:
@@ -159,8 +159,7 @@ def make_app(settings: Settings) -> faust.App:
 
     @app.agent(engagements)
     async def ingest_engagements(stream: Any) -> None:
-        """Validate, route bad records to the DLQ, re-key the good ones by item (once the features are loaded)."""
-        await gate_open.wait()
+        """Validate, route bad records to the DLQ, re-key the good ones by item."""
         async for event in stream.events():
             msg = event.message
             metrics.records_in.labels(msg.topic).inc()
@@ -238,10 +237,13 @@ def make_app(settings: Settings) -> faust.App:
 
     @app.task
     async def load_features_first() -> None:
-        """Open the gate once this worker's features partitions are read to their end at assignment (or on timeout)."""
+        """Hold the engagement partitions until this worker's features partitions are read to their end at
+        assignment (or the timeout). Paused partitions are not fetched at all: an agent that stopped reading
+        would keep its buffered records unacknowledged, and Faust waits for those before it rebalances."""
         began = time.monotonic()
         while not app.consumer.assignment():
             await asyncio.sleep(0.1)
+        app.consumer.pause_partitions([tp for tp in app.consumer.assignment() if tp.topic == s.engagements_topic])
         tps = [tp for tp in app.consumer.assignment() if tp.topic == s.features_topic]
         ends = await app.consumer.highwaters(*tps) if tps else {}
         # where reading starts: the group's committed offsets (the consumer's own position is its fetch position)
@@ -254,8 +256,8 @@ def make_app(settings: Settings) -> faust.App:
         if not gate.is_open():
             waited, left = s.features_first_timeout_s, gate.remaining()
             log.warning("features not loaded after %.0fs (%d record(s) to go): engagements start anyway", waited, left)
-        log.info("features read to offsets %s in %.1fs: engagements start", gate.targets, time.monotonic() - began)
-        gate_open.set()
+        app.consumer.resume_partitions([tp for tp in app.consumer.assignment() if tp.topic == s.engagements_topic])
+        log.warning("features read to offsets %s in %.1fs: engagements start", gate.targets, time.monotonic() - began)
 
     @app.timer(interval=s.metrics_interval_s)
     async def sample_lag() -> None:

@@ -340,13 +340,28 @@ class Placed:
 class Scene:
     kind: str  # single | count | relation | action | triple
     objects: tuple[Placed, ...]
-    captions: tuple[str, ...]  # every phrasing that is true of the scene; captions[0] is the training target
+    captions: tuple[str, ...]  # every phrasing that is true of the scene (the references)
     relation: tuple[str, str, str] | None = None  # (a, rel, b) with rel in RELATIONS, or (person, verb, object)
     count: int = 1
 
     @property
     def names(self) -> list[str]:
         return sorted({o.name for o in self.objects})
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The phrasings the captioner is trained to say: every caption, except that a relation is
+        said as the action it implies or else in reading order (the object on the left or on top
+        first). With either order allowed, the model must find where the object it has just named
+        is; it never learnt that (relations at chance, training scenes included). In reading order
+        the first name is "what is on the left or on top", and the relation word follows from the axis."""
+        if self.kind != "relation" or self.relation is None:
+            return self.captions
+        a, rel, b = self.relation
+        if actions := implied_actions(a, rel, b):
+            return tuple(f"{article(p)} {verb} {article(t)}" for p, verb, t in actions)
+        first, second = (a, b) if rel in ("left", "above") else (b, a)
+        return (f"{article(first)} {RELATIONS[rel if rel in ('left', 'above') else INVERSE[rel]]} {article(second)}",)
 
 
 @dataclass

@@ -36,13 +36,13 @@ def caption_words(names: list[str]) -> list[str]:
 def encode_scenes(
     model: LiteCaptioner, spec: SceneSpec, n: int, seed: int, desc: str, batch: int = 32
 ) -> tuple[torch.Tensor, list[tuple[str, ...]]]:
-    """Render ``n`` scenes and run the frozen encoder trunk on them: (n, 192, 7, 7) fp16 and their captions."""
+    """Render ``n`` scenes and run the frozen encoder trunk on them: (n, 192, 7, 7) fp16 and their training targets."""
     cache = DrawingCache()
     trunks, captions, pending = [], [], []
     with tqdm(total=n, desc=desc, unit="scene", file=sys.stderr) as bar:
         for img, scene in scenes(spec, n, seed, cache):
             pending.append(img)
-            captions.append(tuple(normalize_caption(c) for c in scene.captions))
+            captions.append(tuple(normalize_caption(c) for c in scene.targets))
             if len(pending) == batch:
                 trunks.append(model.trunk(to_tensor(pending)).to(torch.float16))
                 bar.update(len(pending))
@@ -86,7 +86,7 @@ def train(
             rng.shuffle(order)
             for start in range(0, len(order), batch):
                 idx = order[start : start + batch]
-                seqs = [vocab.encode(rng.choice(captions[i])) for i in idx]  # a random true phrasing each time
+                seqs = [vocab.encode(rng.choice(captions[i])) for i in idx]  # a random target phrasing each time
                 width = max(len(s) for s in seqs)
                 ids = torch.tensor([s + [PAD] * (width - len(s)) for s in seqs])
                 loss = model.loss(trunks[idx].float(), ids)

@@ -4,7 +4,18 @@ from pathlib import Path
 
 import pytest
 
-from mmfeat.clipart import OPENCLIPART, PEOPLE, DrawingCache, article, load_vocabulary, make_splits, plural, scenes
+from mmfeat.clipart import (
+    ACTIONS,
+    OPENCLIPART,
+    PEOPLE,
+    DrawingCache,
+    article,
+    implied_actions,
+    load_vocabulary,
+    make_splits,
+    plural,
+    scenes,
+)
 
 needs_clipart = pytest.mark.skipif(not OPENCLIPART.is_dir(), reason="Debian's openclipart-png is not installed (make sysdeps)")
 
@@ -80,6 +91,30 @@ def test_captions_say_what_the_scene_shows(tmp_path: Path) -> None:
             word = {2: "two", 3: "three"}[sc.count]
             assert first == f"{word} {plural(sc.objects[0].name)}"
             assert len(sc.objects) == sc.count
+
+
+@needs_clipart
+def test_relations_are_trained_in_reading_order_or_as_their_action(tmp_path: Path) -> None:
+    s = make_splits(load_vocabulary())
+    relations = [sc for _, sc in scenes(s.train, 120, seed=7, cache=DrawingCache(disk=tmp_path), kinds=["relation"])]
+    said_as_action = 0
+    for sc in relations:
+        (target,) = sc.targets
+        assert target in sc.captions  # a target is always one of the true phrasings
+        a, rel, b = sc.relation or ("", "", "")
+        if implied_actions(a, rel, b):
+            said_as_action += 1
+            assert target.split()[2] in {verb for verb, _ in ACTIONS.values()}
+            continue
+        box = {o.name: o.box for o in sc.objects}
+        first, second = (w for w in target.split() if w in box)
+        if "to the left of" in target:  # the first-named object is the one further left
+            assert box[first][0] + box[first][2] < box[second][0] + box[second][2]
+        else:
+            assert " above " in f" {target} " and box[first][1] + box[first][3] < box[second][1] + box[second][3]
+    assert said_as_action < len(relations) // 2
+    others = [sc for _, sc in scenes(s.train, 40, seed=8, cache=DrawingCache(disk=tmp_path), kinds=["single", "count", "action"])]
+    assert all(sc.targets == sc.captions for sc in others)
 
 
 def test_plurals_and_articles() -> None:

@@ -25,7 +25,7 @@ from mmfeat.profile import ProfileConfig
 from mmfeat.settings import Settings
 from ranking.dataset import PROFILE_EVENTS, Dataset, Jagged, build_dataset
 from ranking.metrics import auc, auc_gain, ne_gain, normalized_entropy, paired_ttest
-from ranking.train import Variant, predict, step_throughput, train
+from ranking.train import Variant, predict, select_epochs, step_throughput, train
 from ranking.world import DAY, TASKS, WorldConfig, build_world, caption_items
 
 PROFILE_LISTS = tuple(f"profile_{e}" for e in PROFILE_EVENTS)
@@ -74,7 +74,7 @@ def run(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     cfg = world_config(seed, quick, world_settings)
-    epochs = epochs or (3 if quick else 6)
+    max_epochs = 3 if quick else 8
     with tqdm(total=cfg.items, desc="caption items", unit="item", file=sys.stderr) as bar:
         captioned = caption_items(cfg, settings, progress=lambda k: bar.update(k - bar.n))
     world = build_world(cfg, captioned)
@@ -88,12 +88,15 @@ def run(
     results: dict[str, Any] = {"variants": {}}
     models = {}
     for v in tqdm(VARIANTS, desc="train variants", file=sys.stderr):
-        model, qps = train(ds, train_rows, v, epochs=epochs, seed=seed)
+        # the epoch count: given, or chosen per variant on the end of the training period, then trained on all of it
+        chosen, curve = (epochs, []) if epochs else select_epochs(ds, train_rows, v, max_epochs=max_epochs, seed=seed)
+        model, qps = train(ds, train_rows, v, epochs=chosen, seed=seed)
         models[v.name] = model
         probs = predict(model, ds, eval_rows, v)
         per_subset = [task_metrics(ds.labels[s], probs[s - cut]) for s in subsets]  # eval rows are cut..n-1
         results["variants"][v.name] = {
-            "description": v.description, "lists": list(v.lists), "train_examples_per_s": qps,
+            "description": v.description, "lists": list(v.lists), "train_examples_per_s": qps, "epochs": chosen,
+            "validation_ne_by_epoch": curve,
             "tasks": task_metrics(ds.labels[eval_rows], probs), "subsets": per_subset,
         }  # fmt: skip
 
@@ -129,11 +132,17 @@ def run(
     ranked = sorted(importance, key=lambda f: -importance[f])
 
     side_by_side = step_throughput(ds, train_rows, [VARIANTS[0], full], seed=seed)
-    speed = {"without_mmllm": side_by_side[VARIANTS[0].name], "with_mmllm": side_by_side[full.name]}
+    without, with_ = side_by_side[VARIANTS[0].name], side_by_side[full.name]
+    speed = {
+        "without_mmllm": without["step"], "with_mmllm": with_["step"], "ratio": with_["step"] / without["step"],
+        "with_mmllm_prepare_and_step": with_["prepare_and_step"],
+        "ratio_prepare_and_step": with_["prepare_and_step"] / without["prepare_and_step"],
+    }  # fmt: skip
     results.update(
-        world=asdict(cfg), epochs=epochs, examples={"train": int(cut), "eval": int(n - cut)}, table1=table1, table2=table2,
+        world=asdict(cfg), epochs={k: v["epochs"] for k, v in results["variants"].items()},
+        examples={"train": int(cut), "eval": int(n - cut)}, table1=table1, table2=table2,
         ablation=ablation, importance=importance, importance_rank=ranked,
-        training_qps=speed | {"ratio": speed["with_mmllm"] / speed["without_mmllm"]},
+        training_qps=speed,
         label_rates={t: float(ds.labels[:, i].mean()) for i, t in enumerate(TASKS)}, seconds=time.perf_counter() - started,
     )  # fmt: skip
     write_report(results, out_dir)
@@ -191,8 +200,16 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
         "",
         f"Simulated world (seed {results['world']['seed']}): {results['world']['users']} users, {results['world']['items']} items, "
         f"{results['world']['impressions']} impressions over {results['world']['days']:.0f} days; "
-        f"train/eval {results['examples']['train']}/{results['examples']['eval']} split 7:1 by time; {results['epochs']} epochs. "
-        f"Positive rates: " + ", ".join(f"{t} {r:.3f}" for t, r in results["label_rates"].items()) + ".",
+        f"train/eval {results['examples']['train']}/{results['examples']['eval']} split 7:1 by time. "
+        + (
+            "Epochs per variant, chosen by NE on the last 1/8 of the training period (trained on the rest, then retrained on all of it): "
+            if any(v["validation_ne_by_epoch"] for v in results["variants"].values())
+            else "Epochs per variant (given): "
+        )
+        + ", ".join(f"{k} {e}" for k, e in results["epochs"].items())
+        + ". Positive rates: "
+        + ", ".join(f"{t} {r:.3f}" for t, r in results["label_rates"].items())
+        + ".",
         "",
         f"## Table 1 analog (gains vs baseline, averaged over tasks; p: paired t-test over {SUBSETS} non-overlapping evaluation subsets)",
         "",
@@ -220,7 +237,10 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
         "",
         f"- without MM-LLM features: {results['training_qps']['without_mmllm']:.0f} examples/s",
         f"- with item tokens and profiles: {results['training_qps']['with_mmllm']:.0f} examples/s "
-        f"(ratio {results['training_qps']['ratio']:.2f}; model step only, side by side: 7 alternating rounds of 30 batches of 512, median)",
+        f"(ratio {results['training_qps']['ratio']:.2f}; the model step, side by side: 7 alternating rounds of 30 batches of 512, median)",
+        f"- the same, with the pooling layout of the token lists (`TokenListArch.prepare`, a batch reader's job) inside the timed step: "
+        f"{results['training_qps']['with_mmllm_prepare_and_step']:.0f} examples/s "
+        f"(ratio {results['training_qps']['ratio_prepare_and_step']:.2f})",
         "",
         f"![tables](report.png)  Whole run: {results['seconds']:.0f} s.",
         "",

@@ -70,13 +70,27 @@ class SparseArch(nn.Module):
         return torch.stack([self.tables[k](ids[k]) for k in ID_FEATURES], dim=1)
 
 
+@dataclass
+class TableBags:
+    """The lists of one embedding table in a batch, laid out for pooling: a [L*B, V] pooling matrix for a
+    small vocabulary, or flat ids with bag offsets and per-id weights for ``embedding_bag``. Built from the
+    inputs alone (no parameters), so a batch reader can build it ahead of the model step."""
+
+    lists: tuple[str, ...]
+    matrix: torch.Tensor | None = None  # [L*B, V]
+    values: torch.Tensor | None = None  # [N]
+    offsets: torch.Tensor | None = None  # [L*B]
+    weights: torch.Tensor | None = None  # [N]
+
+
 class TokenListArch(nn.Module):
     """Token-ID-list features pooled per example: L lists -> [B, L, D], one pooling per embedding table.
 
     A table with a small vocabulary (our tokenizers: about 150 ids) pools by one product of a [L*B, V]
     pooling matrix with the table: on CPU its forward and backward cost a third of ``embedding_bag``'s,
     whose backward sorts every id. Larger vocabularies (the hash tokenizer) use ``embedding_bag``. Both
-    compute the same sums (tested).
+    compute the same sums (tested). ``prepare`` lays a batch's lists out for either; the model step
+    takes its output, or the lists, which it then prepares itself.
     """
 
     DENSE_POOL_MAX_VOCAB = 2048
@@ -89,6 +103,7 @@ class TokenListArch(nn.Module):
         for n in self.names:
             sizes[self.table_of[n]] = max(sizes.get(self.table_of[n], 0), cfg.lists[n])
         self.tables = nn.ModuleDict({t: nn.Embedding(size, cfg.dim) for t, size in sizes.items()})
+        self.sizes = sizes
         self.groups = [(t, [n for n in self.names if self.table_of[n] == t]) for t in sorted(sizes)]
         self.weighted = cfg.weighted
 
@@ -106,21 +121,37 @@ class TokenListArch(nn.Module):
             weights.append(w)
         return torch.cat(values), torch.cat(bags), torch.cat(weights), batch
 
-    def forward(self, lists: Mapping[str, IdList]) -> torch.Tensor:
-        out: dict[str, torch.Tensor] = {}
+    @torch.no_grad()
+    def prepare(self, lists: Mapping[str, IdList]) -> dict[str, TableBags]:
+        """The batch's lists per table, laid out for pooling."""
+        out: dict[str, TableBags] = {}
         for table_name, names in self.groups:
-            table = self.tables[table_name]
-            assert isinstance(table, nn.Embedding)
             values, bags, weights, batch = self._pool_inputs(lists, names)
-            n_bags, vocab = len(names) * batch, table.num_embeddings
+            n_bags, vocab = len(names) * batch, self.sizes[table_name]
             if vocab <= self.DENSE_POOL_MAX_VOCAB:
-                pool = torch.zeros(n_bags * vocab).index_add_(0, bags * vocab + values, weights).view(n_bags, vocab)
-                pooled = pool @ table.weight
+                matrix = torch.zeros(n_bags * vocab).index_add_(0, bags * vocab + values, weights).view(n_bags, vocab)
+                out[table_name] = TableBags(tuple(names), matrix=matrix)
             else:
                 offsets = torch.searchsorted(bags, torch.arange(n_bags))  # bags are sorted: each bag's first id
-                pooled = nn.functional.embedding_bag(values, table.weight, offsets, mode="sum", per_sample_weights=weights)
-            for k, chunk in enumerate(pooled.chunk(len(names))):
-                out[names[k]] = chunk
+                out[table_name] = TableBags(tuple(names), values=values, offsets=offsets, weights=weights)
+        return out
+
+    def forward(self, lists: Mapping[str, IdList] | Mapping[str, TableBags]) -> torch.Tensor:
+        prepared = self.prepare(lists) if any(isinstance(v, IdList) for v in lists.values()) else lists  # type: ignore[arg-type]
+        out: dict[str, torch.Tensor] = {}
+        for table_name, bags in prepared.items():
+            assert isinstance(bags, TableBags)
+            table = self.tables[table_name]
+            assert isinstance(table, nn.Embedding)
+            if bags.matrix is not None:
+                pooled = bags.matrix @ table.weight
+            else:
+                assert bags.values is not None and bags.offsets is not None
+                pooled = nn.functional.embedding_bag(bags.values, table.weight, bags.offsets, mode="sum", per_sample_weights=bags.weights)
+            if len(prepared) == 1 and list(bags.lists) == self.names:  # one table holds every list: no regrouping
+                return pooled.view(len(bags.lists), -1, pooled.shape[-1]).transpose(0, 1)
+            for k, chunk in enumerate(pooled.chunk(len(bags.lists))):
+                out[bags.lists[k]] = chunk
         return torch.stack([out[n] for n in self.names], dim=1)
 
 
@@ -140,16 +171,17 @@ class InteractionArch(nn.Module):
 
     def __init__(self, n_vectors: int) -> None:
         super().__init__()
-        self.rows: torch.Tensor
-        self.cols: torch.Tensor
+        self.upper: torch.Tensor
         rows, cols = torch.triu_indices(n_vectors, n_vectors, offset=1)
-        self.register_buffer("rows", rows, persistent=False)
-        self.register_buffer("cols", cols, persistent=False)
+        # positions of the upper triangle in the flattened [F*F] products: one gather, whose backward is cheaper
+        # than a two-index one's
+        self.register_buffer("upper", rows * n_vectors + cols, persistent=False)
 
-    def forward(self, dense: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        allv = torch.cat([dense.unsqueeze(1), vectors], dim=1)  # [B, F, D]
+    def forward(self, dense: torch.Tensor, vectors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``vectors``: [B, k, D] blocks of feature vectors, joined to the dense vector in this order."""
+        allv = torch.cat([dense.unsqueeze(1), *vectors], dim=1)  # [B, F, D]
         dots = torch.bmm(allv, allv.transpose(1, 2))  # [B, F, F]
-        return torch.cat([dense, dots[:, self.rows, self.cols]], dim=1)
+        return torch.cat([dense, dots.flatten(1)[:, self.upper]], dim=1)
 
 
 class TaskHeads(nn.Module):
@@ -177,10 +209,11 @@ class DLRMRanker(nn.Module):
         self.over = mlp([width, *cfg.over])
         self.heads = TaskHeads(cfg.over[-1], cfg.tasks)
 
-    def forward(self, ids: Mapping[str, torch.Tensor], lists: Mapping[str, IdList], dense: torch.Tensor) -> torch.Tensor:
-        vectors = self.sparse(ids)
-        if self.cfg.lists:
-            vectors = torch.cat([vectors, self.lists(lists)], dim=1)
+    def forward(
+        self, ids: Mapping[str, torch.Tensor], lists: Mapping[str, IdList] | Mapping[str, TableBags], dense: torch.Tensor
+    ) -> torch.Tensor:
+        """``lists``: the id lists by name, or ``self.lists.prepare(lists)``."""
+        vectors = [self.sparse(ids), *([self.lists(lists)] if self.cfg.lists else [])]
         return self.heads(self.over(self.interaction(self.dense(dense), vectors)))
 
 

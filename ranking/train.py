@@ -4,13 +4,14 @@ one feature shuffled across examples, for shuffle feature importance)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ranking.dataset import Dataset
+from ranking.metrics import normalized_entropy
 from ranking.model import DLRMRanker, IdList, MultiTaskLoss, RankerConfig
 from ranking.world import TASKS
 
@@ -52,7 +53,10 @@ def make_batch(
     return ids, out_lists, dense, torch.from_numpy(ds.labels[rows])
 
 
-def train(ds: Dataset, rows: np.ndarray, variant: Variant, *, epochs: int, seed: int, batch: int = 512) -> tuple[DLRMRanker, float]:
+def train(
+    ds: Dataset, rows: np.ndarray, variant: Variant, *, epochs: int, seed: int, batch: int = 512,
+    after_epoch: Callable[[DLRMRanker], None] | None = None,
+) -> tuple[DLRMRanker, float]:  # fmt: skip
     """Train from scratch; return the model and its training throughput (examples per second of model steps)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -62,22 +66,45 @@ def train(ds: Dataset, rows: np.ndarray, variant: Variant, *, epochs: int, seed:
     for _ in range(epochs):
         order = rng.permutation(rows)
         for start in range(0, len(order), batch):
-            ids, lists, dense, labels = make_batch(ds, order[start : start + batch], variant.lists)
-            t0 = time.perf_counter()  # the model step only: batch assembly is the readers' job, parallel in production
+            ids, id_lists, dense, labels = make_batch(ds, order[start : start + batch], variant.lists)
+            # batch assembly, pooling layout included, is the readers' job (parallel in production): timed apart
+            lists = model.lists.prepare(id_lists) if variant.lists else {}
+            t0 = time.perf_counter()
             opt.zero_grad()
             loss_fn(model(ids, lists, dense), labels).backward()
             opt.step()
             spent += time.perf_counter() - t0
             seen += len(labels)
+        if after_epoch:
+            after_epoch(model.eval())
+            model.train()
     return model.eval(), seen / spent
+
+
+def select_epochs(ds: Dataset, rows: np.ndarray, variant: Variant, *, max_epochs: int, seed: int) -> tuple[int, list[float]]:
+    """Early stopping without touching the evaluation period: train on the first 7/8 of ``rows`` (time order)
+    and score the last 1/8 after every epoch; the epoch count with the lowest mean NE over tasks, and the
+    curve. Per-user embeddings overfit within a few epochs when users have little history."""
+    cut = len(rows) * 7 // 8
+    fit, valid = rows[:cut], rows[cut:]
+    curve: list[float] = []
+
+    def score(model: DLRMRanker) -> None:
+        probs = predict(model, ds, valid, variant)
+        curve.append(float(np.mean([normalized_entropy(ds.labels[valid, t], probs[:, t]) for t in range(len(TASKS))])))
+
+    train(ds, fit, variant, epochs=max_epochs, seed=seed, after_epoch=score)
+    return int(np.argmin(curve)) + 1, curve
 
 
 def step_throughput(
     ds: Dataset, rows: np.ndarray, variants: Sequence[Variant], *, seed: int, batch: int = 512, steps: int = 30, rounds: int = 7
-) -> dict[str, float]:
-    """Training examples per second of each variant's model step, measured side by side: fresh models on the
-    same pre-assembled batches, in alternating rounds so that drift in the machine's speed hits every variant
-    alike; the median over rounds."""
+) -> dict[str, dict[str, float]]:
+    """Training examples per second of each variant, measured side by side: fresh models on the same
+    pre-assembled batches, in alternating rounds so that drift in the machine's speed hits every variant
+    alike; the median over rounds. ``step``: the model step (forward, backward, optimizer) on batches whose
+    lists the reader has laid out for pooling; ``prepare_and_step``: that layout (``TokenListArch.prepare``)
+    done in the timed loop too."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     chosen = [rng.choice(rows, batch, replace=False) for _ in range(steps)]
@@ -85,18 +112,21 @@ def step_throughput(
     for v in variants:
         model, loss_fn = DLRMRanker(model_config(ds, v)), MultiTaskLoss()
         opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-5)
-        setups.append((v.name, model, loss_fn, opt, [make_batch(ds, r, v.lists) for r in chosen]))
-    rates: dict[str, list[float]] = {v.name: [] for v in variants}
+        setups.append((v, model, loss_fn, opt, [make_batch(ds, r, v.lists) for r in chosen]))
+    rates: dict[str, dict[str, list[float]]] = {v.name: {"step": [], "prepare_and_step": []} for v in variants}
     for r in range(rounds + 1):
-        for name, model, loss_fn, opt, batches in setups:
-            t0 = time.perf_counter()
-            for ids, lists, dense, labels in batches:
-                opt.zero_grad()
-                loss_fn(model(ids, lists, dense), labels).backward()
-                opt.step()
-            if r:  # round 0 warms up
-                rates[name].append(steps * batch / (time.perf_counter() - t0))
-    return {name: float(np.median(rs)) for name, rs in rates.items()}
+        for v, model, loss_fn, opt, batches in setups:
+            prepared = [model.lists.prepare(lists) if v.lists else {} for _, lists, _, _ in batches]
+            for mode in ("step", "prepare_and_step"):
+                t0 = time.perf_counter()
+                for (ids, lists, dense, labels), ready in zip(batches, prepared, strict=True):
+                    opt.zero_grad()
+                    step_lists = ready if mode == "step" or not v.lists else model.lists.prepare(lists)
+                    loss_fn(model(ids, step_lists, dense), labels).backward()
+                    opt.step()
+                if r:  # round 0 warms up
+                    rates[v.name][mode].append(steps * batch / (time.perf_counter() - t0))
+    return {name: {mode: float(np.median(rs)) for mode, rs in by_mode.items()} for name, by_mode in rates.items()}
 
 
 @torch.inference_mode()

@@ -83,10 +83,12 @@ class World:
 
 
 def relation_word(scene: Scene) -> str | None:
-    """The relation or action a scene shows, as one caption word ("above", "left", "walking", ...)."""
+    """The relation or action a scene shows, as one word ("above", "left", "walking", ...). "b below a"
+    is the same picture as "a above b", so a relation is named for its axis: left or above."""
     if scene.relation is None:
         return None
-    return scene.relation[1]
+    rel = scene.relation[1]
+    return {"right": "left", "below": "above"}.get(rel, rel)
 
 
 def caption_items(

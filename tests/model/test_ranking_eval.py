@@ -24,6 +24,12 @@ def test_quick_eval_writes_every_table(tmp_path: Path) -> None:
     assert set(doc["table2"]) == set(TASKS)
     assert set(doc["importance_rank"]) == {"user", "item", "owner", "dense", "visual", *VARIANTS[-1].lists}
     assert doc["training_qps"]["with_mmllm"] > 0 and doc["training_qps"]["without_mmllm"] > 0
+    assert doc["training_qps"]["ratio"] == doc["training_qps"]["with_mmllm"] / doc["training_qps"]["without_mmllm"]
+    assert doc["training_qps"]["with_mmllm_prepare_and_step"] > 0
+    # each variant's epoch count is the best of its validation curve (quick: at most 3 epochs)
+    for name, v in doc["variants"].items():
+        curve = v["validation_ne_by_epoch"]
+        assert len(curve) == 3 and v["epochs"] == 1 + curve.index(min(curve)) == doc["epochs"][name], name
     # the baseline learns something from IDs, popularity and the visual embedding: above chance on every task
     assert all(results["variants"]["baseline"]["tasks"][t]["auc"] > 0.55 for t in TASKS)
     # the report quotes the figures of the JSON

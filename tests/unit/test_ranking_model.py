@@ -71,3 +71,12 @@ def test_one_pooling_per_table_equals_one_bag_per_list(dense_pool: bool) -> None
         )
         assert torch.allclose(got[:, k], want, atol=1e-6), name
     assert model.lists.tables["sp"] is not model.lists.tables["word"] and len(model.lists.tables) == 2
+
+
+def test_lists_prepared_by_the_reader_give_the_same_logits() -> None:
+    model = DLRMRanker(CFG)
+    ids, lists, dense, _ = batch(11, CFG, seed=4)
+    prepared = model.lists.prepare(lists)
+    assert set(prepared) == {"item_sp", "profile_like"}  # no shared table here: one layout per list's own table
+    assert prepared["item_sp"].matrix is not None and prepared["item_sp"].matrix.shape == (11, 30)
+    assert torch.equal(model(ids, prepared, dense), model(ids, lists, dense))

@@ -14,7 +14,7 @@ from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS
 from mmfeat.profile import ProfileConfig, build_profiles, profile_features
 from mmfeat.schemas import FeatureRecordV1
 from ranking.dataset import PROFILE_EVENTS, Jagged, build_dataset, engagements_of, point_in_time_profiles, reweighted, token_idf
-from ranking.world import DAY, TASK_BIAS, WorldConfig, build_world
+from ranking.world import DAY, TASK_BIAS, WorldConfig, build_world, relation_word
 
 CFG = WorldConfig(seed=3, users=20, items=40, owners=5, impressions=1500)
 PCFG = ProfileConfig(event_weights=DEFAULT_EVENT_WEIGHTS, half_life_s=7 * DAY, top_k=8)
@@ -115,3 +115,12 @@ def test_idf_reweighting_of_profiles() -> None:
     j = Jagged(np.array([1, 2, 3, 1, 1]), np.array([0, 3, 3, 5]), np.array([0.5, 0.3, 0.2, 0.6, 0.4], np.float32))
     r = reweighted(j, idf)  # row 0: only 2 and 3 keep weight; row 1 is empty; row 2 holds only the common token
     assert np.allclose(r.weights, [0.0, 0.6, 0.4, 0.0, 0.0]) and np.array_equal(r.values, j.values)
+
+
+def test_a_relation_interest_is_named_for_its_axis() -> None:
+    """ "a dog below a cat" and "a cat above a dog" are one picture, so a user's interest cannot tell them apart."""
+    spec = make_splits(load_vocabulary()).train
+    words = {relation_word(sc) for _, sc in scenes(spec, 200, seed=2, cache=BlankDrawings(), kinds=["relation", "action", "single"])}
+    assert {"left", "above", None} <= words
+    assert not {"right", "below"} & words
+    assert {"walking", "riding", "playing"} & words

@@ -173,15 +173,15 @@ class InteractionArch(nn.Module):
         super().__init__()
         self.upper: torch.Tensor
         rows, cols = torch.triu_indices(n_vectors, n_vectors, offset=1)
-        # positions of the upper triangle in the flattened [F*F] products: one gather, whose backward is cheaper
-        # than a two-index one's
+        # positions of the upper triangle in the flattened [F*F] products: one index_select, whose backward (an
+        # index_add) is cheaper than that of two-index advanced indexing (an accumulating index_put)
         self.register_buffer("upper", rows * n_vectors + cols, persistent=False)
 
     def forward(self, dense: torch.Tensor, vectors: Sequence[torch.Tensor]) -> torch.Tensor:
         """``vectors``: [B, k, D] blocks of feature vectors, joined to the dense vector in this order."""
         allv = torch.cat([dense.unsqueeze(1), *vectors], dim=1)  # [B, F, D]
         dots = torch.bmm(allv, allv.transpose(1, 2))  # [B, F, F]
-        return torch.cat([dense, dots.flatten(1)[:, self.upper]], dim=1)
+        return torch.cat([dense, dots.flatten(1).index_select(1, self.upper)], dim=1)
 
 
 class TaskHeads(nn.Module):

@@ -346,7 +346,8 @@ def eval_ranker(
     seed: Annotated[int, typer.Option(help="Which simulated world")] = 0,
     out_dir: Annotated[Path, typer.Option("--out")] = Path("results/eval"),
     quick: Annotated[bool, typer.Option(help="A small world (tests)")] = False,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs per variant")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs per variant (default: chosen by early stopping)")] = None,
+    train_seeds: Annotated[int | None, typer.Option(help="Training runs per variant, metrics averaged (default 3; 2 with --quick)")] = None,
     world: Annotated[list[str] | None, typer.Option("--set", help="A world setting, NAME=VALUE (users, impressions, w_names, ...)")] = None,
 ) -> None:
     """The paper's offline tables on a simulated world: MM-LLM features in a DLRM-style ranker vs a visual baseline."""
@@ -355,7 +356,9 @@ def eval_ranker(
     pairs = [w.split("=", 1) for w in world or []]
     if any(len(p) != 2 for p in pairs):
         raise MmfeatError("--set takes NAME=VALUE")
-    run(load_settings(**_flags), seed=seed, out_dir=out_dir, quick=quick, epochs=epochs, world_settings=dict(pairs))
+    run(
+        load_settings(**_flags), seed=seed, out_dir=out_dir, quick=quick, epochs=epochs, world_settings=dict(pairs), train_seeds=train_seeds
+    )
     out.print((out_dir / "report.md").read_text())
     console.print(f"eval: wrote {out_dir / 'report.md'}, report.json and report.png")
 

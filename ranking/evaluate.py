@@ -43,6 +43,11 @@ def task_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, dict[str, f
     return {t: {"auc": auc(labels[:, i], probs[:, i]), "ne": normalized_entropy(labels[:, i], probs[:, i])} for i, t in enumerate(TASKS)}
 
 
+def mean_metrics(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each task's metrics averaged over runs (training seeds)."""
+    return {t: {k: float(np.mean([r[t][k] for r in runs])) for k in runs[0][t]} for t in runs[0]}
+
+
 def mean_over_tasks(m: dict[str, dict[str, float]], key: str) -> float:
     return float(np.mean([m[t][key] for t in TASKS]))
 
@@ -71,10 +76,15 @@ def run(
     quick: bool = False,
     epochs: int | None = None,
     world_settings: dict[str, str] | None = None,
+    train_seeds: int | None = None,
 ) -> dict[str, Any]:
+    """``train_seeds``: each variant is trained this many times (seeds ``seed + 1000k``) and its metrics, per
+    evaluation subset too, are means over them, so that training noise does not drown a difference between
+    variants; the ablation and shuffle importance use the first."""
     started = time.perf_counter()
     cfg = world_config(seed, quick, world_settings)
     max_epochs = 3 if quick else 8
+    train_seeds = train_seeds or (2 if quick else 3)
     with tqdm(total=cfg.items, desc="caption items", unit="item", file=sys.stderr) as bar:
         captioned = caption_items(cfg, settings, progress=lambda k: bar.update(k - bar.n))
     world = build_world(cfg, captioned)
@@ -90,14 +100,17 @@ def run(
     for v in tqdm(VARIANTS, desc="train variants", file=sys.stderr):
         # the epoch count: given, or chosen per variant on the end of the training period, then trained on all of it
         chosen, curve = (epochs, []) if epochs else select_epochs(ds, train_rows, v, max_epochs=max_epochs, seed=seed)
-        model, qps = train(ds, train_rows, v, epochs=chosen, seed=seed)
-        models[v.name] = model
-        probs = predict(model, ds, eval_rows, v)
-        per_subset = [task_metrics(ds.labels[s], probs[s - cut]) for s in subsets]  # eval rows are cut..n-1
+        runs = []
+        for k in range(train_seeds):
+            model, qps = train(ds, train_rows, v, epochs=chosen, seed=seed + 1000 * k)
+            runs.append((model, qps, predict(model, ds, eval_rows, v)))
+        models[v.name] = runs[0][0]
+        by_seed = [task_metrics(ds.labels[eval_rows], probs) for _, _, probs in runs]
+        # eval rows are cut..n-1
+        per_subset = [mean_metrics([task_metrics(ds.labels[s], probs[s - cut]) for _, _, probs in runs]) for s in subsets]
         results["variants"][v.name] = {
-            "description": v.description, "lists": list(v.lists), "train_examples_per_s": qps, "epochs": chosen,
-            "validation_ne_by_epoch": curve,
-            "tasks": task_metrics(ds.labels[eval_rows], probs), "subsets": per_subset,
+            "description": v.description, "lists": list(v.lists), "train_examples_per_s": runs[0][1], "epochs": chosen,
+            "validation_ne_by_epoch": curve, "tasks": mean_metrics(by_seed), "tasks_by_seed": by_seed, "subsets": per_subset,
         }  # fmt: skip
 
     base = results["variants"]["baseline"]
@@ -116,15 +129,16 @@ def run(
     # ablation: the full model scored with its MM-LLM features emptied (trained-without is the baseline row)
     empty = _emptied(ds, full.lists)
     ablated = task_metrics(ds.labels[eval_rows], predict(models[full.name], empty, eval_rows, full))
+    first = full_r["tasks_by_seed"][0]  # the model that the ablation and the importance score
     ablation = {
-        "ne_full": mean_over_tasks(full_r["tasks"], "ne"), "ne_mmllm_features_emptied": mean_over_tasks(ablated, "ne"),
+        "ne_full": mean_over_tasks(first, "ne"), "ne_mmllm_features_emptied": mean_over_tasks(ablated, "ne"),
         "ne_retrained_without": mean_over_tasks(base["tasks"], "ne"),
     }  # fmt: skip
 
     # shuffle feature importance on the full model: NE increase when one feature is read from another example
     rng = np.random.default_rng(seed + 1)
     importance = {}
-    ne_full = mean_over_tasks(full_r["tasks"], "ne")
+    ne_full = mean_over_tasks(first, "ne")
     for feat in ("user", "item", "owner", "dense", "visual", *full.lists):
         perm = rng.permutation(eval_rows)
         shuffled = task_metrics(ds.labels[eval_rows], predict(models[full.name], ds, eval_rows, full, {feat: perm}))
@@ -140,7 +154,7 @@ def run(
     }  # fmt: skip
     results.update(
         world=asdict(cfg), epochs={k: v["epochs"] for k, v in results["variants"].items()},
-        examples={"train": int(cut), "eval": int(n - cut)}, table1=table1, table2=table2,
+        examples={"train": int(cut), "eval": int(n - cut)}, train_seeds=train_seeds, table1=table1, table2=table2,
         ablation=ablation, importance=importance, importance_rank=ranked,
         training_qps=speed,
         label_rates={t: float(ds.labels[:, i].mean()) for i, t in enumerate(TASKS)}, seconds=time.perf_counter() - started,
@@ -207,7 +221,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
             else "Epochs per variant (given): "
         )
         + ", ".join(f"{k} {e}" for k, e in results["epochs"].items())
-        + ". Positive rates: "
+        + f". Each variant is trained with {results['train_seeds']} seeds; its metrics are means over them. Positive rates: "
         + ", ".join(f"{t} {r:.3f}" for t, r in results["label_rates"].items())
         + ".",
         "",
@@ -223,7 +237,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
         "|---|---|",
         *(f"| {t} | {100 * d:+.2f}% |" for t, d in results["table2"].items()),
         "",
-        "## Ablation (average NE over tasks)",
+        "## Ablation (average NE over tasks; the first training seed's full model)",
         "",
         f"- full model: {results['ablation']['ne_full']:.4f}",
         f"- full model with its MM-LLM features emptied at evaluation: {results['ablation']['ne_mmllm_features_emptied']:.4f}",

@@ -26,6 +26,12 @@ def test_quick_eval_writes_every_table(tmp_path: Path) -> None:
     assert doc["training_qps"]["with_mmllm"] > 0 and doc["training_qps"]["without_mmllm"] > 0
     assert doc["training_qps"]["ratio"] == doc["training_qps"]["with_mmllm"] / doc["training_qps"]["without_mmllm"]
     assert doc["training_qps"]["with_mmllm_prepare_and_step"] > 0
+    # metrics are means over the training seeds (quick: 2)
+    assert doc["train_seeds"] == 2
+    for v in doc["variants"].values():
+        assert len(v["tasks_by_seed"]) == 2 and v["tasks_by_seed"][0] != v["tasks_by_seed"][1]
+        for t in TASKS:
+            assert v["tasks"][t]["ne"] == pytest.approx((v["tasks_by_seed"][0][t]["ne"] + v["tasks_by_seed"][1][t]["ne"]) / 2)
     # each variant's epoch count is the best of its validation curve (quick: at most 3 epochs)
     for name, v in doc["variants"].items():
         curve = v["validation_ne_by_epoch"]

@@ -103,7 +103,6 @@ class TokenListArch(nn.Module):
         for n in self.names:
             sizes[self.table_of[n]] = max(sizes.get(self.table_of[n], 0), cfg.lists[n])
         self.tables = nn.ModuleDict({t: nn.Embedding(size, cfg.dim) for t, size in sizes.items()})
-        self.sizes = sizes
         self.groups = [(t, [n for n in self.names if self.table_of[n] == t]) for t in sorted(sizes)]
         self.weighted = cfg.weighted
 
@@ -127,7 +126,9 @@ class TokenListArch(nn.Module):
         out: dict[str, TableBags] = {}
         for table_name, names in self.groups:
             values, bags, weights, batch = self._pool_inputs(lists, names)
-            n_bags, vocab = len(names) * batch, self.sizes[table_name]
+            table = self.tables[table_name]
+            assert isinstance(table, nn.Embedding)
+            n_bags, vocab = len(names) * batch, table.num_embeddings
             if vocab <= self.DENSE_POOL_MAX_VOCAB:
                 matrix = torch.zeros(n_bags * vocab).index_add_(0, bags * vocab + values, weights).view(n_bags, vocab)
                 out[table_name] = TableBags(tuple(names), matrix=matrix)

@@ -249,15 +249,17 @@ def make_app(settings: Settings) -> faust.App:
         # where reading starts: the group's committed offsets (the consumer's own position is its fetch position)
         loop = asyncio.get_running_loop()
         starts = await loop.run_in_executor(None, committed_offsets, s, s.profiles_app_id, s.features_topic, [tp.partition for tp in tps])
+        gate.start()  # a worker holding no features partition has nothing to wait for
         for tp in tps:
             gate.watch(tp.partition, int(ends.get(tp) or 0), starts.get(tp.partition, 0))
         while not gate.is_open() and time.monotonic() - began < s.features_first_timeout_s:
             await asyncio.sleep(0.05)
-        if not gate.is_open():
+        if gate.is_open():
+            log.warning("features read to offsets %s in %.1fs: engagements start", gate.targets, time.monotonic() - began)
+        else:
             waited, left = s.features_first_timeout_s, gate.remaining()
             log.warning("features not loaded after %.0fs (%d record(s) to go): engagements start anyway", waited, left)
         app.consumer.resume_partitions([tp for tp in app.consumer.assignment() if tp.topic == s.engagements_topic])
-        log.warning("features read to offsets %s in %.1fs: engagements start", gate.targets, time.monotonic() - began)
 
     @app.timer(interval=s.metrics_interval_s)
     async def sample_lag() -> None:

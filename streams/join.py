@@ -116,6 +116,10 @@ class LoadGate:
         self.targets: dict[int, int] | None = None
         self.done: dict[int, int] = {}
 
+    def start(self) -> None:
+        """This worker's partitions are known; the ones to wait for follow by ``watch`` (none: open at once)."""
+        self.targets = {}
+
     def watch(self, partition: int, end: int, position: int) -> None:
         """Wait for ``partition`` up to offset ``end`` (exclusive); ``position`` is where its reading starts."""
         self.targets = (self.targets or {}) | {partition: end}

@@ -81,3 +81,6 @@ def test_load_gate_opens_when_every_watched_partition_is_read_to_its_end() -> No
     empty = LoadGate()
     empty.watch(0, end=0, position=0)
     assert empty.is_open()
+    none_held = LoadGate()  # a worker assigned no features partition
+    none_held.start()
+    assert none_held.is_open() and none_held.remaining() == 0

@@ -59,6 +59,9 @@ lint: venv
 bench: setup
 	$(PY) -m mmfeat bench worker
 	$(PY) -m mmfeat bench captioner
+	$(PY) -m mmfeat bench profiles
+	$(PY) -m mmfeat bench backfill
+	$(PY) -m mmfeat bench ranker
 
 up: setup
 	$(PY) -m mmfeat up

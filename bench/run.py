@@ -7,6 +7,8 @@
 - profiles:  the Faust profiles app vs a raw aiokafka consumer of the same engagement topic, and its
              engagement-to-profile latency under a paced load (bench/profiles.py).
 - backfill:  an unpaced backfill of the same uploads vs the live worker, and a paced one vs its limit.
+- ranker:    the ranker's training throughput with vs without the MM-LLM features, for over-arches of
+             growing size (bench/ranker.py; also results/bench_ranker.png).
 Results go to results/bench_<name>.json with the command, the machine and the date.
 """
 
@@ -296,12 +298,19 @@ def run_profiles_bench(quick: bool) -> dict[str, Any]:
         return bench_profiles(s, 2000 if quick else 20000, 300 if quick else 3000)
 
 
+def run_ranker_bench(quick: bool, out_dir: Path) -> dict[str, Any]:
+    from bench.ranker import bench_ranker  # torch and the captioner: loaded only for this one
+
+    return bench_ranker(quick, out_dir)
+
+
 def main(which: str, *, out_dir: Path, quick: bool = False) -> Path:
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "worker": lambda: bench_worker(2000 if quick else 20000),
         "captioner": lambda: bench_captioner(DEFAULT_CAPTIONER, 16, 5 if quick else 30),
         "profiles": lambda: run_profiles_bench(quick),
         "backfill": lambda: bench_backfill(2000 if quick else 10000),
+        "ranker": lambda: run_ranker_bench(quick, out_dir),
     }
     if which not in runners:
         raise SystemExit(f"unknown benchmark {which!r}: choose {', '.join(runners)}")

@@ -381,7 +381,7 @@ def export_training_data(
 
 @app.command()
 def bench(
-    which: Annotated[str, typer.Argument(help="worker | captioner | profiles | backfill")],
+    which: Annotated[str, typer.Argument(help="worker | captioner | profiles | backfill | ranker")],
     out_dir: Annotated[Path, typer.Option("--out")] = Path("results"),
     quick: bool = False,
 ) -> None:

@@ -68,6 +68,15 @@ def world_config(seed: int, quick: bool, overrides: dict[str, str] | None = None
     return replace(cfg, **changes)
 
 
+def world_dataset(cfg: WorldConfig, settings: Settings) -> Dataset:
+    """The world's examples with their features: items captioned by the default captioner, point-in-time profiles."""
+    with tqdm(total=cfg.items, desc="caption items", unit="item", file=sys.stderr) as bar:
+        captioned = caption_items(cfg, settings, progress=lambda k: bar.update(k - bar.n))
+    world = build_world(cfg, captioned)
+    profile_cfg = ProfileConfig(event_weights=DEFAULT_EVENT_WEIGHTS, half_life_s=7 * DAY, top_k=16)
+    return build_dataset(world, profile_cfg, "sp")
+
+
 def run(
     settings: Settings,
     *,
@@ -85,11 +94,7 @@ def run(
     cfg = world_config(seed, quick, world_settings)
     max_epochs = 3 if quick else 8
     train_seeds = train_seeds or (2 if quick else 3)
-    with tqdm(total=cfg.items, desc="caption items", unit="item", file=sys.stderr) as bar:
-        captioned = caption_items(cfg, settings, progress=lambda k: bar.update(k - bar.n))
-    world = build_world(cfg, captioned)
-    profile_cfg = ProfileConfig(event_weights=DEFAULT_EVENT_WEIGHTS, half_life_s=7 * DAY, top_k=16)
-    ds = build_dataset(world, profile_cfg, "sp")
+    ds = world_dataset(cfg, settings)
     n = len(ds)
     cut = n * 7 // 8  # 7:1 by time (impressions are in time order)
     train_rows, eval_rows = np.arange(cut), np.arange(cut, n)

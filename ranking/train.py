@@ -4,8 +4,9 @@ one feature shuffled across examples, for shuffle feature importance)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,13 +24,15 @@ class Variant:
     description: str
 
 
-def model_config(ds: Dataset, variant: Variant) -> RankerConfig:
-    return RankerConfig(
+def model_config(ds: Dataset, variant: Variant, overrides: Mapping[str, Any] | None = None) -> RankerConfig:
+    """The ranker for ``variant`` on ``ds``; ``overrides``: other RankerConfig fields (e.g. ``over``)."""
+    cfg = RankerConfig(
         n_users=int(ds.user.max()) + 1, n_items=len(ds.visual), n_owners=int(ds.owner.max()) + 1,
         dense_dim=ds.dense.shape[1], visual_dim=ds.visual.shape[1], lists={n: ds.vocab[n] for n in variant.lists},
         weighted=frozenset(n for n in variant.lists if n.startswith("profile_")), tasks=TASKS,
         shared={n: ds.table_of[n] for n in variant.lists},
     )  # fmt: skip
+    return replace(cfg, **(overrides or {}))
 
 
 def make_batch(
@@ -98,19 +101,20 @@ def select_epochs(ds: Dataset, rows: np.ndarray, variant: Variant, *, max_epochs
 
 
 def step_throughput(
-    ds: Dataset, rows: np.ndarray, variants: Sequence[Variant], *, seed: int, batch: int = 512, steps: int = 30, rounds: int = 7
-) -> dict[str, dict[str, float]]:
+    ds: Dataset, rows: np.ndarray, variants: Sequence[Variant], *, seed: int, batch: int = 512, steps: int = 30, rounds: int = 7,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, float]]:  # fmt: skip
     """Training examples per second of each variant, measured side by side: fresh models on the same
     pre-assembled batches, in alternating rounds so that drift in the machine's speed hits every variant
     alike; the median over rounds. ``step``: the model step (forward, backward, optimizer) on batches whose
     lists the reader has laid out for pooling; ``prepare_and_step``: that layout (``TokenListArch.prepare``)
-    done in the timed loop too."""
+    done in the timed loop too. ``overrides``: RankerConfig fields for every variant (bench/ranker.py sizes the over-arch)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     chosen = [rng.choice(rows, batch, replace=False) for _ in range(steps)]
     setups = []
     for v in variants:
-        model, loss_fn = DLRMRanker(model_config(ds, v)), MultiTaskLoss()
+        model, loss_fn = DLRMRanker(model_config(ds, v, overrides)), MultiTaskLoss()
         opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-5)
         setups.append((v, model, loss_fn, opt, [make_batch(ds, r, v.lists) for r in chosen]))
     rates: dict[str, dict[str, list[float]]] = {v.name: {"step": [], "prepare_and_step": []} for v in variants}

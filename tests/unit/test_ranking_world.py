@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
+import torch
 
 from mmfeat.clipart import BlankDrawings, load_vocabulary, make_splits, scenes
 from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS
@@ -124,3 +125,20 @@ def test_a_relation_interest_is_named_for_its_axis() -> None:
     assert {"left", "above", None} <= words
     assert not {"right", "below"} & words
     assert {"walking", "riding", "playing"} & words
+
+
+def test_model_config_overrides_size_the_ranker_for_the_throughput_bench() -> None:
+    from ranking.evaluate import VARIANTS
+    from ranking.model import DLRMRanker
+    from ranking.train import model_config, step_throughput
+
+    ds = build_dataset(build_world(CFG, fake_captioned(CFG)), PCFG)
+    full = VARIANTS[-1]
+    cfg = model_config(ds, full, {"over": (48, 24, 12)})
+    assert cfg.over == (48, 24, 12) and set(cfg.lists) == set(full.lists) and cfg.weighted == frozenset(full.lists[1:])
+    model = DLRMRanker(cfg)
+    assert [m.out_features for m in model.over if isinstance(m, torch.nn.Linear)] == [48, 24, 12]
+    assert model.heads.heads.in_features == 12
+    rates = step_throughput(ds, np.arange(1000), VARIANTS, seed=0, batch=64, steps=2, rounds=1, overrides={"over": (48, 24, 12)})
+    assert set(rates) == {v.name for v in VARIANTS}
+    assert all(r["step"] > 0 and r["prepare_and_step"] > 0 for r in rates.values())

@@ -347,7 +347,7 @@ def eval_ranker(
     out_dir: Annotated[Path, typer.Option("--out")] = Path("results/eval"),
     quick: Annotated[bool, typer.Option(help="A small world (tests)")] = False,
     epochs: Annotated[int | None, typer.Option(help="Training epochs per variant (default: chosen by early stopping)")] = None,
-    train_seeds: Annotated[int | None, typer.Option(help="Training runs per variant, metrics averaged (default 3; 2 with --quick)")] = None,
+    train_seeds: Annotated[int | None, typer.Option(help="Training runs per variant, metrics averaged (default 5; 2 with --quick)")] = None,
     world: Annotated[list[str] | None, typer.Option("--set", help="A world setting, NAME=VALUE (users, impressions, w_names, ...)")] = None,
 ) -> None:
     """The paper's offline tables on a simulated world: MM-LLM features in a DLRM-style ranker vs a visual baseline."""

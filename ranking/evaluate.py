@@ -93,7 +93,7 @@ def run(
     started = time.perf_counter()
     cfg = world_config(seed, quick, world_settings)
     max_epochs = 3 if quick else 8
-    train_seeds = train_seeds or (2 if quick else 3)
+    train_seeds = train_seeds or (2 if quick else 5)
     ds = world_dataset(cfg, settings)
     n = len(ds)
     cut = n * 7 // 8  # 7:1 by time (impressions are in time order)

@@ -1,10 +1,11 @@
 """`mmfeat bench ranker`: the ranker's training throughput with vs without the MM-LLM features, side by
 side, for over-arches of growing size.
 
-The token lists add a cost per example that does not depend on the rest of the model (the pooling
-product, a wider interaction); the ratio therefore depends on how much the rest of the step costs. The
-eval ranker is small (a 64-32 over-arch); production rankers are far wider. Each shape is measured with
-``ranking.train.step_throughput``, the function `mmfeat eval` reports from.
+The token lists add work per example: the pooling product, a wider interaction, and so a wider input
+to the over-arch's first layer (22 -> 61 numbers with item tokens and five profiles). The ratio depends
+on how much the rest of the step costs. The eval ranker is small (a 64-32 over-arch); production rankers
+are far wider. Each shape is measured with ``ranking.train.step_throughput``, the function `mmfeat eval`
+reports from.
 """
 
 from __future__ import annotations

@@ -6,25 +6,36 @@ to the over-arch's first layer (22 -> 61 numbers with item tokens and five profi
 on how much the rest of the step costs. The eval ranker is small (a 64-32 over-arch); production rankers
 are far wider. Each shape is measured with ``ranking.train.step_throughput``, the function `mmfeat eval`
 reports from.
+
+It also times the pooling alone, forward and backward, for the eval's batches of the full variant,
+three ways side by side: the ranker's sparse product, a dense pooling matrix (what the ranker did
+before) and one ``embedding_bag`` call; and the same ids hashed into a 2^18 vocabulary.
 """
 
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from mmfeat.settings import load_settings
+from ranking.dataset import Dataset
 from ranking.evaluate import QUICK, VARIANTS, world_dataset
-from ranking.model import RankerConfig
-from ranking.train import step_throughput
+from ranking.model import DLRMRanker, RankerConfig, TokenListArch
+from ranking.train import make_batch, model_config, step_throughput
 from ranking.world import WorldConfig
 
 OVER_ARCHES: tuple[tuple[int, ...], ...] = (tuple(RankerConfig.over), (256, 128), (512, 256, 128), (1024, 512, 256))
 BATCH = 512
+HASHED_VOCAB = 1 << 18
 
 
 def bench_ranker(quick: bool, out_dir: Path) -> dict[str, Any]:
@@ -47,12 +58,68 @@ def bench_ranker(quick: bool, out_dir: Path) -> dict[str, Any]:
         })  # fmt: skip
         print(f"over-arch {'-'.join(map(str, over)):>13}: {points[-1]['step_ms_without']:.2f} ms/step without, "
               f"{points[-1]['step_ms_with']:.2f} with the MM-LLM features, ratio {points[-1]['ratio']:.2f}", file=sys.stderr)  # fmt: skip
+    pooling = pooling_costs(ds, rows, **({"batches": 5, "rounds": 2} if quick else {}))
+    for vocab, by_method in pooling.items():
+        print(f"pooling, vocabulary {vocab}: " + ", ".join(f"{m} {ms:.3f} ms" for m, ms in by_method.items()), file=sys.stderr)
     plot(points, out_dir / "bench_ranker.png")
     return {
         "world": {"users": cfg.users, "items": cfg.items, "impressions": cfg.impressions}, "batch": BATCH,
         "with": full.name, "without": base.name, "method": "model step (forward, backward, Adam), fresh models on the same "
         "pre-assembled batches, alternating rounds, median (ranking.train.step_throughput)", "points": points,
+        "pooling_ms": pooling, "pooling_method": "the full variant's token lists of one batch pooled by their table, "
+        "forward and backward, ms per batch: distinct batches in alternating rounds, median",
     }  # fmt: skip
+
+
+def pooling_costs(ds: Dataset, rows: np.ndarray, batches: int = 30, rounds: int = 7) -> dict[str, dict[str, float]]:
+    """ms per batch to pool the full variant's lists of one table, forward and backward, by three methods side by
+    side; for the dataset's vocabulary and for the same ids hashed into HASHED_VOCAB rows."""
+    full = VARIANTS[-1]
+    rng = np.random.default_rng(0)
+    (table_name, names), *_ = DLRMRanker(model_config(ds, full)).lists.groups
+    vocab = max(ds.vocab[n] for n in names)
+    id_lists = [make_batch(ds, rng.choice(rows, BATCH, replace=False), full.lists)[1] for _ in range(batches)]
+    out: dict[str, dict[str, float]] = {}
+    for size in (vocab, HASHED_VOCAB):
+        hashed = torch.from_numpy(rng.choice(HASHED_VOCAB, vocab, replace=False)) if size != vocab else torch.arange(vocab)
+        lay = TokenListArch(replace(model_config(ds, full), lists={n: size for n in names}))
+        embedding = lay.tables[table_name]
+        assert isinstance(embedding, torch.nn.Embedding)
+        table = embedding.weight
+        methods: dict[str, list[Callable[[], torch.Tensor]]] = {"sparse (the ranker)": [], "embedding_bag": []}
+        if size == vocab:
+            methods["dense pooling matrix"] = []
+        for lists in id_lists:
+            lists = {n: replace(ids, values=hashed[ids.values]) for n, ids in lists.items() if n in names}
+            prepared = lay.prepare(lists)[table_name]
+            values, bags, weights, _ = lay._pool_inputs(lists, names)
+            offsets = torch.searchsorted(bags, torch.arange(prepared.matrix.shape[0]))
+            methods["sparse (the ranker)"].append(partial(lay, {table_name: prepared}))
+            embag = partial(torch.nn.functional.embedding_bag, values, table, offsets, mode="sum", per_sample_weights=weights)
+            methods["embedding_bag"].append(embag)
+            if size == vocab:
+                methods["dense pooling matrix"].append(partial(torch.matmul, prepared.matrix.to_dense(), table))
+        first = {name: calls[0]().detach() for name, calls in methods.items()}
+        for name, pooled in first.items():  # the ranker's layout is [B, lists, D]; the others are [lists * B, D]
+            want = pooled if name == "sparse (the ranker)" else pooled.view(len(names), BATCH, -1).transpose(0, 1)
+            if not torch.allclose(first["sparse (the ranker)"], want, atol=1e-5):
+                raise AssertionError(f"pooling by {name} differs from the ranker's")
+        out[str(size)] = time_side_by_side(methods, rounds, table)
+    return out
+
+
+def time_side_by_side(methods: dict[str, list[Callable[[], torch.Tensor]]], rounds: int, table: torch.Tensor) -> dict[str, float]:
+    """Median ms per call of each method's calls (forward, then backward of the sum), in alternating rounds."""
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for r in range(rounds + 1):
+        for name, calls in methods.items():
+            t0 = time.perf_counter()
+            for call in calls:
+                call().sum().backward()
+                table.grad = None
+            if r:  # round 0 warms up
+                times[name].append(1e3 * (time.perf_counter() - t0) / len(calls))
+    return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
 def plot(points: list[dict[str, Any]], path: Path) -> None:

@@ -54,15 +54,20 @@ def test_a_few_steps_lower_the_loss() -> None:
     assert float(loss.detach()) < first * 0.5
 
 
-@pytest.mark.parametrize("dense_pool", [True, False])
-def test_one_pooling_per_table_equals_one_bag_per_list(dense_pool: bool) -> None:
-    cfg = RankerConfig(n_users=2, n_items=2, n_owners=1, dense_dim=1, lists={"item_sp": 30, "profile_like": 30, "item_word": 40},
+@pytest.mark.parametrize("vocab", [30, 1 << 18])  # our tokenizers' size, and a hashed vocabulary
+def test_one_pooling_per_table_equals_one_bag_per_list(vocab: int) -> None:
+    cfg = RankerConfig(n_users=2, n_items=2, n_owners=1, dense_dim=1, lists={"item_sp": vocab, "profile_like": vocab, "item_word": 40},
                        weighted=frozenset({"profile_like"}),
                        shared={"item_sp": "sp", "profile_like": "sp", "item_word": "word"})  # fmt: skip
     model = DLRMRanker(cfg)
-    model.lists.DENSE_POOL_MAX_VOCAB = 1000 if dense_pool else 0  # the pooling-matrix product, or embedding_bag
     _, lists, _, _ = batch(9, cfg, seed=3)
+    lists["item_sp"].values[:2] = lists["item_sp"].values[0]  # an id twice in one list counts twice
     got = model.lists(lists)
+    grad = torch.randn_like(got)
+    (got * grad).sum().backward()
+    got_grads = {t: model.lists.tables[t].weight.grad.clone() for t in ("sp", "word")}  # type: ignore[union-attr]
+    model.zero_grad()
+    wants = []
     for k, name in enumerate(sorted(cfg.lists)):
         table = model.lists.tables[cfg.shared[name]].weight
         mode = "sum" if name in cfg.weighted else "mean"
@@ -70,7 +75,18 @@ def test_one_pooling_per_table_equals_one_bag_per_list(dense_pool: bool) -> None
             lists[name].values, table, lists[name].offsets, mode=mode, per_sample_weights=lists[name].weights
         )
         assert torch.allclose(got[:, k], want, atol=1e-6), name
+        wants.append(want)
+    (torch.stack(wants, dim=1) * grad).sum().backward()
+    for t, g in got_grads.items():
+        assert torch.allclose(g, model.lists.tables[t].weight.grad, atol=1e-6), t  # type: ignore[arg-type]
     assert model.lists.tables["sp"] is not model.lists.tables["word"] and len(model.lists.tables) == 2
+
+
+def test_a_batch_whose_lists_are_all_empty_pools_to_zeros() -> None:
+    model = DLRMRanker(CFG)
+    empty = IdList(torch.zeros(0, dtype=torch.long), torch.zeros(4, dtype=torch.long), torch.zeros(0))
+    pooled = model.lists({"item_sp": empty, "profile_like": empty})
+    assert pooled.shape == (4, 2, CFG.dim) and not pooled.any()
 
 
 def test_lists_prepared_by_the_reader_give_the_same_logits() -> None:
@@ -78,5 +94,6 @@ def test_lists_prepared_by_the_reader_give_the_same_logits() -> None:
     ids, lists, dense, _ = batch(11, CFG, seed=4)
     prepared = model.lists.prepare(lists)
     assert set(prepared) == {"item_sp", "profile_like"}  # no shared table here: one layout per list's own table
-    assert prepared["item_sp"].matrix is not None and prepared["item_sp"].matrix.shape == (11, 30)
+    assert prepared["item_sp"].matrix.shape == (11, 30) and prepared["item_sp"].matrix_t.shape == (30, 11)
+    assert torch.equal(prepared["item_sp"].matrix.to_dense().t(), prepared["item_sp"].matrix_t.to_dense())
     assert torch.equal(model(ids, prepared, dense), model(ids, lists, dense))

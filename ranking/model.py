@@ -105,12 +105,12 @@ class TokenListArch(nn.Module):
     """Token-ID-list features pooled per example: L lists -> [B, L, D], one pooling per embedding table.
 
     Pooling is one product of a sparse [L*B, V] pooling matrix with the table (a custom autograd function;
-    the backward multiplies the transposed matrix by the gradient). On CPU this costs a tenth of
-    ``embedding_bag``, whose backward sorts every id, and about half of a dense pooling matrix, which at
-    about 14 ids per list out of 128 multiplies mostly zeros; it holds for hashed vocabularies too (bench
-    figures in the README). It computes the same sums as one ``embedding_bag`` per list (tested).
-    ``prepare`` lays a batch's lists out; the model step takes its output, or the lists, which it then
-    prepares itself.
+    the backward multiplies the transposed matrix, which the reader builds too, by the gradient). For the
+    eval's batches (about 14 ids per list out of 128) it costs 0.6 of a dense pooling matrix, which
+    multiplies mostly zeros, and a seventh of ``embedding_bag``, whose backward sorts every id; with a
+    hashed vocabulary it is about as fast as ``embedding_bag`` (`mmfeat bench ranker`). It computes the
+    same sums as one ``embedding_bag`` per list (tested). ``prepare`` lays a batch's lists out; the model
+    step takes its output, or the lists, which it then prepares itself.
     """
 
     def __init__(self, cfg: RankerConfig) -> None:
@@ -150,7 +150,7 @@ class TokenListArch(nn.Module):
             # bags are sorted, so (bags, values) is already row-major; the transpose orders ids by value, then bag
             key = values.short() if vocab <= torch.iinfo(torch.int16).max else values.int()  # narrow keys sort 3x faster
             order = torch.argsort(key, stable=True)
-            # int32 indices: a quarter less to read than int64, and the products run faster (bench in the README)
+            # int32 indices: 8 bytes an entry with its weight instead of 12, and both products run about 25% faster
             matrix = torch.sparse_csr_tensor(_row_starts(bags, n_bags), values.int(), weights, (n_bags, vocab), check_invariants=False)
             rows_t, weights_t = bags.index_select(0, order).int(), weights.index_select(0, order)
             matrix_t = torch.sparse_csr_tensor(_row_starts(values, vocab), rows_t, weights_t, (vocab, n_bags), check_invariants=False)

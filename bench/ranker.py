@@ -7,9 +7,10 @@ on how much the rest of the step costs. The eval ranker is small (a 64-32 over-a
 are far wider. Each shape is measured with ``ranking.train.step_throughput``, the function `mmfeat eval`
 reports from.
 
-It also times the pooling alone, forward and backward, for the eval's batches of the full variant,
-three ways side by side: the ranker's sparse product, a dense pooling matrix (what the ranker did
-before) and one ``embedding_bag`` call; and the same ids hashed into a 2^18 vocabulary.
+It also times the embedding layer alone, forward and backward, for the eval's batches of the full variant,
+three ways side by side: the ranker's one table-batched sparse product, one table-batched
+``embedding_bag`` call, and what the ranker did before (a lookup per id feature and a sparse product for
+the lists); and the same with the token ids hashed into a 2^18 vocabulary.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from tqdm import tqdm
 from mmfeat.settings import load_settings
 from ranking.dataset import Dataset
 from ranking.evaluate import QUICK, VARIANTS, world_dataset
-from ranking.model import DLRMRanker, RankerConfig, TokenListArch
+from ranking.model import ID_FEATURES, EmbeddingArch, Layout, RankerConfig, _SparsePool, csr_pair
 from ranking.train import make_batch, model_config, step_throughput
 from ranking.world import WorldConfig
 
@@ -58,54 +59,76 @@ def bench_ranker(quick: bool, out_dir: Path) -> dict[str, Any]:
         })  # fmt: skip
         print(f"over-arch {'-'.join(map(str, over)):>13}: {points[-1]['step_ms_without']:.2f} ms/step without, "
               f"{points[-1]['step_ms_with']:.2f} with the MM-LLM features, ratio {points[-1]['ratio']:.2f}", file=sys.stderr)  # fmt: skip
-    pooling = pooling_costs(ds, rows, **({"batches": 5, "rounds": 2} if quick else {}))
-    for vocab, by_method in pooling.items():
-        print(f"pooling, vocabulary {vocab}: " + ", ".join(f"{m} {ms:.3f} ms" for m, ms in by_method.items()), file=sys.stderr)
+    embedding = embedding_costs(ds, rows, **({"batches": 5, "rounds": 2} if quick else {}))
+    for vocab, by_method in embedding.items():
+        print(f"embedding, vocabulary {vocab}: " + ", ".join(f"{m} {ms:.3f} ms" for m, ms in by_method.items()), file=sys.stderr)
     plot(points, out_dir / "bench_ranker.png")
     return {
         "world": {"users": cfg.users, "items": cfg.items, "impressions": cfg.impressions}, "batch": BATCH,
         "with": full.name, "without": base.name, "method": "model step (forward, backward, Adam), fresh models on the same "
         "pre-assembled batches, alternating rounds, median (ranking.train.step_throughput)", "points": points,
-        "pooling_ms": pooling, "pooling_method": "the full variant's token lists of one batch pooled by their table, "
-        "forward and backward, ms per batch: distinct batches in alternating rounds, median",
+        "embedding_ms": embedding, "embedding_method": "the full variant's embedded features of one batch (three ids, six "
+        "token lists), forward and backward, ms per batch: distinct batches in alternating rounds, median",
     }  # fmt: skip
 
 
-def pooling_costs(ds: Dataset, rows: np.ndarray, batches: int = 30, rounds: int = 7) -> dict[str, dict[str, float]]:
-    """ms per batch to pool the full variant's lists of one table, forward and backward, by three methods side by
-    side; for the dataset's vocabulary and for the same ids hashed into HASHED_VOCAB rows."""
+def embedding_costs(ds: Dataset, rows: np.ndarray, batches: int = 30, rounds: int = 7) -> dict[str, dict[str, float]]:
+    """ms per batch to embed the full variant's features (three ids, six token lists) of one batch, forward and
+    backward, by three methods side by side, from one layout and one weight; for the dataset's vocabulary and
+    for the same token ids hashed into HASHED_VOCAB rows."""
     full = VARIANTS[-1]
     rng = np.random.default_rng(0)
-    (table_name, names), *_ = DLRMRanker(model_config(ds, full)).lists.groups
-    vocab = max(ds.vocab[n] for n in names)
-    id_lists = [make_batch(ds, rng.choice(rows, BATCH, replace=False), full.lists)[1] for _ in range(batches)]
+    cfg = model_config(ds, full)
+    vocab = max(cfg.lists.values())
+    raw = [make_batch(ds, rng.choice(rows, BATCH, replace=False), full.lists)[:2] for _ in range(batches)]
     out: dict[str, dict[str, float]] = {}
     for size in (vocab, HASHED_VOCAB):
         hashed = torch.from_numpy(rng.choice(HASHED_VOCAB, vocab, replace=False)) if size != vocab else torch.arange(vocab)
-        lay = TokenListArch(replace(model_config(ds, full), lists={n: size for n in names}))
-        embedding = lay.tables[table_name]
-        assert isinstance(embedding, torch.nn.Embedding)
-        table = embedding.weight
-        methods: dict[str, list[Callable[[], torch.Tensor]]] = {"sparse (the ranker)": [], "embedding_bag": []}
-        if size == vocab:
-            methods["dense pooling matrix"] = []
-        for lists in id_lists:
-            lists = {n: replace(ids, values=hashed[ids.values]) for n, ids in lists.items() if n in names}
-            prepared = lay.prepare(lists)[table_name]
-            values, bags, weights, _ = lay._pool_inputs(lists, names)
-            offsets = torch.searchsorted(bags, torch.arange(prepared.matrix.shape[0]))
-            methods["sparse (the ranker)"].append(partial(lay, {table_name: prepared}))
-            embag = partial(torch.nn.functional.embedding_bag, values, table, offsets, mode="sum", per_sample_weights=weights)
-            methods["embedding_bag"].append(embag)
-            if size == vocab:
-                methods["dense pooling matrix"].append(partial(torch.matmul, prepared.matrix.to_dense(), table))
+        arch = EmbeddingArch(replace(cfg, lists=dict.fromkeys(cfg.lists, size)))
+        ranker, bag, before = (
+            "one table-batched sparse product (the ranker)", "one table-batched embedding_bag",
+            "a lookup per id feature + a sparse product for the lists (the ranker before)",
+        )  # fmt: skip
+        methods: dict[str, list[Callable[[], torch.Tensor]]] = {ranker: [], bag: [], before: []}
+        for ids, lists in raw:
+            layout = arch.prepare(ids, {n: replace(ids_n, values=hashed[ids_n.values]) for n, ids_n in lists.items()})
+            methods[ranker].append(partial(arch, layout))
+            methods[bag].append(partial(_bag_all, arch, layout))
+            methods[before].append(partial(_lookups_and_product, arch, ids, _lists_only(layout)))
         first = {name: calls[0]().detach() for name, calls in methods.items()}
-        for name, pooled in first.items():  # the ranker's layout is [B, lists, D]; the others are [lists * B, D]
-            want = pooled if name == "sparse (the ranker)" else pooled.view(len(names), BATCH, -1).transpose(0, 1)
-            if not torch.allclose(first["sparse (the ranker)"], want, atol=1e-5):
-                raise AssertionError(f"pooling by {name} differs from the ranker's")
-        out[str(size)] = time_side_by_side(methods, rounds, table)
+        for name, embedded in first.items():
+            if not torch.allclose(first[ranker], embedded, atol=1e-5):
+                raise AssertionError(f"embedding by {name} differs from the ranker's")
+        out[str(size)] = time_side_by_side(methods, rounds, arch.weight)
     return out
+
+
+def _bag_all(arch: EmbeddingArch, layout: Layout) -> torch.Tensor:
+    """The layout's bags by one embedding_bag call: [B, F, D]."""
+    m = layout.matrix
+    ids, offsets = m.col_indices().long(), m.crow_indices()[:-1].long()
+    bags = torch.nn.functional.embedding_bag(ids, arch.weight, offsets, mode="sum", per_sample_weights=m.values())
+    return bags.view(layout.batch, layout.features, -1)
+
+
+def _lists_only(layout: Layout) -> Layout:
+    """The layout's token-list rows alone: [B*L, R] and its transpose."""
+    m, n_ids = layout.matrix, len(ID_FEATURES)
+    crow, cols, weights = m.crow_indices().long(), m.col_indices().long(), m.values()
+    rows = torch.repeat_interleave(torch.arange(len(crow) - 1), torch.diff(crow))
+    keep = rows % layout.features >= n_ids
+    n_lists = layout.features - n_ids
+    new_rows = (rows[keep] // layout.features) * n_lists + rows[keep] % layout.features - n_ids
+    n_rows = layout.batch * n_lists
+    starts = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(new_rows, minlength=n_rows).cumsum(0)])
+    matrix, matrix_t = csr_pair(starts, new_rows, cols[keep], weights[keep], (n_rows, m.shape[1]))
+    return Layout(matrix, matrix_t, layout.batch, n_lists)
+
+
+def _lookups_and_product(arch: EmbeddingArch, ids: dict[str, torch.Tensor], lists: Layout) -> torch.Tensor:
+    """The ids by nn.Embedding's lookup, the lists by their own sparse product, as the ranker had them: [B, F, D]."""
+    looked_up = torch.stack([torch.nn.functional.embedding(ids[n], arch.table(n)) for n in ID_FEATURES], dim=1)
+    return torch.cat([looked_up, _SparsePool.apply(lists.matrix, lists.matrix_t, arch.weight).view(lists.batch, lists.features, -1)], dim=1)
 
 
 def time_side_by_side(methods: dict[str, list[Callable[[], torch.Tensor]]], rounds: int, table: torch.Tensor) -> dict[str, float]:

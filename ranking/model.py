@@ -1,12 +1,12 @@
 """A DLRM-style multi-task ranker built from small named modules (after torchrec's models/dlrm.py).
 
-Shapes (B = batch, D = embedding dim, F = number of embedded features):
+Shapes (B = batch, D = embedding dim, L = number of token lists, F = 3 + L embedded features):
 
-    ids        {user, item, owner}: LongTensor [B]            -> SparseArch        -> [B, 3, D]
-    lists      name -> IdList (values [N], offsets [B],       -> TokenListArch     -> [B, L, D]
-               optional weights [N])
-    dense      FloatTensor [B, dense_dim] (+ visual [B, V])   -> DenseArch         -> [B, D]
-    interaction: pairwise dot products of the F = 3 + L + 1 vectors (upper triangle) ++ dense -> [B, F(F-1)/2 + D]
+    ids        {user, item, owner}: LongTensor [B]      \
+    lists      name -> IdList (values [N], offsets [B],  |-> EmbeddingArch.prepare -> Layout -> EmbeddingArch -> [B, F, D]
+               optional weights [N])                    /
+    dense      FloatTensor [B, dense_dim] (+ visual [B, V])   -> DenseArch   -> [B, D]
+    interaction: pairwise dot products of the F + 1 vectors (upper triangle) ++ dense -> [B, (F+1)F/2 + D]
     OverArch  MLP -> [B, H];  TaskHeads: one logit per task -> [B, T]
 
 The loss lives in ``MultiTaskLoss``, not in the model.
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-# torch flags every sparse CSR tensor as beta; the two products used here are tested against embedding_bag
+# torch flags every sparse CSR tensor as beta; the two products used here are tested against embedding/embedding_bag
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 ID_FEATURES = ("user", "item", "owner")
@@ -63,28 +63,35 @@ def mlp(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class SparseArch(nn.Module):
-    """Sparse ID embeddings: [B] ids per feature -> [B, 3, D]."""
-
-    def __init__(self, cfg: RankerConfig) -> None:
-        super().__init__()
-        sizes = {"user": cfg.n_users, "item": cfg.n_items, "owner": cfg.n_owners}
-        self.tables = nn.ModuleDict({k: nn.Embedding(sizes[k], cfg.dim) for k in ID_FEATURES})
-
-    def forward(self, ids: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack([self.tables[k](ids[k]) for k in ID_FEATURES], dim=1)
-
-
 @dataclass
-class TableBags:
-    """The lists of one embedding table in a batch, laid out for pooling: the [L*B, V] pooling matrix (one row
-    per list and example, the weight of each id in it) as a sparse CSR tensor, and its transpose, which the
-    backward pass multiplies by. Built from the inputs alone (no parameters), so a batch reader can build it
-    ahead of the model step."""
+class Layout:
+    """A batch's embedded features laid out for pooling: the [B*F, R] pooling matrix over the R rows of all
+    tables (row b*F + f: the weight of each table row in example b's feature f; an id feature is one row of
+    weight 1) as a sparse CSR tensor, and its transpose, which the backward pass multiplies by. Built from
+    the inputs alone (no parameters), so a batch reader builds it ahead of the model step, as torchrec's
+    readers build a KeyedJaggedTensor."""
 
-    lists: tuple[str, ...]
-    matrix: torch.Tensor  # [L*B, V] sparse CSR
-    matrix_t: torch.Tensor  # [V, L*B] sparse CSR
+    matrix: torch.Tensor  # [B*F, R] sparse CSR, int32 indices
+    matrix_t: torch.Tensor  # [R, B*F] sparse CSR
+    batch: int
+    features: int
+
+
+def csr_pair(
+    row_starts: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor, shape: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CSR matrix from its entries in row order (``rows``: each entry's row, ``row_starts``: the CSR row
+    pointers), and its transpose."""
+    n_rows, n_cols = shape
+    # narrow keys sort 3x faster; stable, so each column's entries stay in row order
+    key = cols.short() if n_cols <= torch.iinfo(torch.int16).max else cols
+    order = torch.argsort(key, stable=True)
+    # int32 indices: 8 bytes an entry with its weight instead of 12, and both products run about 25% faster
+    matrix = torch.sparse_csr_tensor(row_starts.int(), cols.int(), weights, shape, check_invariants=False)
+    col_starts = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(cols, minlength=n_cols).cumsum(0)])
+    rows_t, weights_t = rows.index_select(0, order).int(), weights.index_select(0, order)
+    matrix_t = torch.sparse_csr_tensor(col_starts.int(), rows_t, weights_t, (n_cols, n_rows), check_invariants=False)
+    return matrix, matrix_t
 
 
 class _SparsePool(torch.autograd.Function):
@@ -101,78 +108,70 @@ class _SparsePool(torch.autograd.Function):
         return None, None, ctx.matrix_t @ grad
 
 
-class TokenListArch(nn.Module):
-    """Token-ID-list features pooled per example: L lists -> [B, L, D], one pooling per embedding table.
+class EmbeddingArch(nn.Module):
+    """Every embedded feature, the user, item and owner ids and the token lists, from one table-batched
+    weight (all tables stacked, as FBGEMM's table-batched embeddings hold them) by one sparse product:
+    [B, F, D], features in the order ``self.features`` (the ids, then the lists by name).
 
-    Pooling is one product of a sparse [L*B, V] pooling matrix with the table (a custom autograd function;
-    the backward multiplies the transposed matrix, which the reader builds too, by the gradient). For the
-    eval's batches (about 14 ids per list out of 128) it costs 0.6 of a dense pooling matrix, which
-    multiplies mostly zeros, and a seventh of ``embedding_bag``, whose backward sorts every id; with a
-    hashed vocabulary it is about as fast as ``embedding_bag`` (`mmfeat bench ranker`). It computes the
-    same sums as one ``embedding_bag`` per list (tested). ``prepare`` lays a batch's lists out; the model
-    step takes its output, or the lists, which it then prepares itself.
+    One product and one optimizer tensor for all tables: adding a table or a list adds its ids to the
+    product and nothing per step beyond that. The product is a custom autograd function whose backward
+    multiplies the transposed pooling matrix, built by the reader too, by the gradient. It computes what
+    ``nn.Embedding`` per id feature and one ``embedding_bag`` per list compute (tested; lists without
+    weights are averaged, weighted ones summed); ``mmfeat bench ranker`` times them side by side.
     """
 
     def __init__(self, cfg: RankerConfig) -> None:
         super().__init__()
-        self.names = sorted(cfg.lists)
-        self.table_of = {n: cfg.shared.get(n, n) for n in self.names}
-        sizes: dict[str, int] = {}
-        for n in self.names:
+        self.lists = sorted(cfg.lists)
+        self.features = (*ID_FEATURES, *self.lists)
+        self.table_of = {n: n for n in ID_FEATURES} | {n: cfg.shared.get(n, n) for n in self.lists}
+        sizes = {"user": cfg.n_users, "item": cfg.n_items, "owner": cfg.n_owners}
+        for n in self.lists:
+            if self.table_of[n] in ID_FEATURES:
+                raise ValueError(f"list {n!r}: table name {self.table_of[n]!r} is an id feature's")
             sizes[self.table_of[n]] = max(sizes.get(self.table_of[n], 0), cfg.lists[n])
-        self.tables = nn.ModuleDict({t: nn.Embedding(size, cfg.dim) for t, size in sizes.items()})
-        self.groups = [(t, [n for n in self.names if self.table_of[n] == t]) for t in sorted(sizes)]
+        starts = itertools.accumulate(sizes.values(), initial=0)
+        self.rows = {t: (start, size) for (t, size), start in zip(sizes.items(), starts, strict=False)}
+        self.weight = nn.Parameter(torch.randn(sum(sizes.values()), cfg.dim))  # N(0, 1), nn.Embedding's init
         self.weighted = cfg.weighted
 
-    def _pool_inputs(self, lists: Mapping[str, IdList], names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """All lists of one table as (ids, bag index in [0, L*B), weight per id); mean lists weigh 1/length."""
-        batch = len(lists[names[0]].offsets)
-        values, bags, weights = [], [], []
-        for k, n in enumerate(names):
-            ids = lists[n]
-            lengths = torch.diff(ids.offsets, append=torch.tensor([len(ids.values)]))
-            bag = torch.repeat_interleave(torch.arange(k * batch, (k + 1) * batch), lengths)
-            w = ids.weights if n in self.weighted and ids.weights is not None else (1.0 / lengths.clamp(min=1).float())[bag - k * batch]
-            values.append(ids.values)
-            bags.append(bag)
-            weights.append(w)
-        return torch.cat(values), torch.cat(bags), torch.cat(weights).float(), batch
+    def table(self, name: str) -> torch.Tensor:
+        """One table's rows of the weight (a view)."""
+        start, size = self.rows[name]
+        return self.weight[start : start + size]
 
     @torch.no_grad()
-    def prepare(self, lists: Mapping[str, IdList]) -> dict[str, TableBags]:
-        """The batch's lists per table, laid out for pooling."""
-        out: dict[str, TableBags] = {}
-        for table_name, names in self.groups:
-            values, bags, weights, batch = self._pool_inputs(lists, names)
-            table = self.tables[table_name]
-            assert isinstance(table, nn.Embedding)
-            n_bags, vocab = len(names) * batch, table.num_embeddings
-            # bags are sorted, so (bags, values) is already row-major; the transpose orders ids by value, then bag
-            key = values.short() if vocab <= torch.iinfo(torch.int16).max else values.int()  # narrow keys sort 3x faster
-            order = torch.argsort(key, stable=True)
-            # int32 indices: 8 bytes an entry with its weight instead of 12, and both products run about 25% faster
-            matrix = torch.sparse_csr_tensor(_row_starts(bags, n_bags), values.int(), weights, (n_bags, vocab), check_invariants=False)
-            rows_t, weights_t = bags.index_select(0, order).int(), weights.index_select(0, order)
-            matrix_t = torch.sparse_csr_tensor(_row_starts(values, vocab), rows_t, weights_t, (vocab, n_bags), check_invariants=False)
-            out[table_name] = TableBags(tuple(names), matrix, matrix_t)
-        return out
+    def prepare(self, ids: Mapping[str, torch.Tensor], lists: Mapping[str, IdList]) -> Layout:
+        """The batch laid out for pooling. Each entry is written straight to its place in row order (rows are
+        example-major, so the product's output is [B, F, D] without regrouping); only the transpose sorts."""
+        batch, n_features = len(ids["user"]), len(self.features)
+        examples = torch.arange(batch)
+        counts = torch.ones(batch, n_features, dtype=torch.long)
+        for k, name in enumerate(self.lists, start=len(ID_FEATURES)):
+            counts[:, k] = torch.diff(lists[name].offsets, append=torch.tensor([len(lists[name].values)]))
+        row_starts = torch.cat([torch.zeros(1, dtype=torch.long), counts.view(-1).cumsum(0)])
+        nnz = int(row_starts[-1])
+        cols, weights = torch.empty(nnz, dtype=torch.long), torch.empty(nnz)
+        for k, name in enumerate(self.features):
+            start = self.rows[self.table_of[name]][0]
+            if k < len(ID_FEATURES):
+                at = row_starts[examples * n_features + k]
+                cols[at], weights[at] = ids[name] + start, 1.0
+                continue
+            ids_k, lengths = lists[name], counts[:, k]
+            example = torch.repeat_interleave(examples, lengths)
+            at = row_starts[example * n_features + k] + torch.arange(len(ids_k.values)) - ids_k.offsets[example]
+            cols[at] = ids_k.values + start
+            if name in self.weighted and ids_k.weights is not None:
+                weights[at] = ids_k.weights.float()
+            else:
+                weights[at] = (1.0 / lengths.clamp(min=1).float())[example]
+        rows = torch.repeat_interleave(torch.arange(batch * n_features), counts.view(-1))
+        matrix, matrix_t = csr_pair(row_starts, rows, cols, weights, (batch * n_features, len(self.weight)))
+        return Layout(matrix, matrix_t, batch, n_features)
 
-    def forward(self, lists: Mapping[str, IdList] | Mapping[str, TableBags]) -> torch.Tensor:
-        prepared = self.prepare(lists) if any(isinstance(v, IdList) for v in lists.values()) else lists  # type: ignore[arg-type]
-        out: dict[str, torch.Tensor] = {}
-        for table_name, bags in prepared.items():
-            assert isinstance(bags, TableBags)
-            pooled = _SparsePool.apply(bags.matrix, bags.matrix_t, self.tables[table_name].weight)
-            if len(prepared) == 1 and list(bags.lists) == self.names:  # one table holds every list: no regrouping
-                return pooled.view(len(bags.lists), -1, pooled.shape[-1]).transpose(0, 1)
-            for k, chunk in enumerate(pooled.chunk(len(bags.lists))):
-                out[bags.lists[k]] = chunk
-        return torch.stack([out[n] for n in self.names], dim=1)
-
-
-def _row_starts(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
-    """CSR row pointers ([n_rows + 1]: where each row's entries start) for entries ordered by row."""
-    return torch.cat([torch.zeros(1, dtype=torch.int32), torch.bincount(rows, minlength=n_rows).cumsum(0).int()])
+    def forward(self, layout: Layout) -> torch.Tensor:
+        return _SparsePool.apply(layout.matrix, layout.matrix_t, self.weight).view(layout.batch, layout.features, -1)
 
 
 class DenseArch(nn.Module):
@@ -186,22 +185,37 @@ class DenseArch(nn.Module):
         return self.net(dense)
 
 
+class _PairDots(torch.autograd.Function):
+    """The upper triangle of each example's Gram matrix: [B, F, D] -> [B, F(F-1)/2] (``upper``: its positions
+    in the flattened [F*F]). The backward is one batched product with the symmetrized gradient, where
+    autograd through ``bmm(x, x^T)`` would take two and add them."""
+
+    @staticmethod
+    def forward(ctx: Any, vectors: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(vectors, upper)
+        return torch.bmm(vectors, vectors.transpose(1, 2)).flatten(1).index_select(1, upper)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        vectors, upper = ctx.saved_tensors
+        b, f, _ = vectors.shape
+        g = grad.new_zeros(b, f * f).index_copy_(1, upper, grad).view(b, f, f)
+        return torch.bmm(g + g.transpose(1, 2), vectors), None
+
+
 class InteractionArch(nn.Module):
-    """Pairwise dot products of the F feature vectors (upper triangle), concatenated with the dense vector."""
+    """Pairwise dot products of the feature vectors (upper triangle), concatenated with the dense vector."""
 
     def __init__(self, n_vectors: int) -> None:
         super().__init__()
         self.upper: torch.Tensor
         rows, cols = torch.triu_indices(n_vectors, n_vectors, offset=1)
-        # positions of the upper triangle in the flattened [F*F] products: one index_select, whose backward (an
-        # index_add) is cheaper than that of two-index advanced indexing (an accumulating index_put)
         self.register_buffer("upper", rows * n_vectors + cols, persistent=False)
 
-    def forward(self, dense: torch.Tensor, vectors: Sequence[torch.Tensor]) -> torch.Tensor:
-        """``vectors``: [B, k, D] blocks of feature vectors, joined to the dense vector in this order."""
-        allv = torch.cat([dense.unsqueeze(1), *vectors], dim=1)  # [B, F, D]
-        dots = torch.bmm(allv, allv.transpose(1, 2))  # [B, F, F]
-        return torch.cat([dense, dots.flatten(1).index_select(1, self.upper)], dim=1)
+    def forward(self, dense: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
+        """``embedded``: [B, F, D]; the dense vector [B, D] joins it as the first vector."""
+        vectors = torch.cat([dense.unsqueeze(1), embedded], dim=1)
+        return torch.cat([dense, _PairDots.apply(vectors, self.upper)], dim=1)
 
 
 class TaskHeads(nn.Module):
@@ -220,21 +234,17 @@ class DLRMRanker(nn.Module):
     def __init__(self, cfg: RankerConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.sparse = SparseArch(cfg)
-        self.lists = TokenListArch(cfg)
+        self.embeddings = EmbeddingArch(cfg)
         self.dense = DenseArch(cfg)
-        n_vectors = 1 + len(ID_FEATURES) + len(cfg.lists)
+        n_vectors = 1 + len(self.embeddings.features)
         self.interaction = InteractionArch(n_vectors)
         width = cfg.dim + n_vectors * (n_vectors - 1) // 2
         self.over = mlp([width, *cfg.over])
         self.heads = TaskHeads(cfg.over[-1], cfg.tasks)
 
-    def forward(
-        self, ids: Mapping[str, torch.Tensor], lists: Mapping[str, IdList] | Mapping[str, TableBags], dense: torch.Tensor
-    ) -> torch.Tensor:
-        """``lists``: the id lists by name, or ``self.lists.prepare(lists)``."""
-        vectors = [self.sparse(ids), *([self.lists(lists)] if self.cfg.lists else [])]
-        return self.heads(self.over(self.interaction(self.dense(dense), vectors)))
+    def forward(self, layout: Layout, dense: torch.Tensor) -> torch.Tensor:
+        """``layout``: ``self.embeddings.prepare(ids, lists)``."""
+        return self.heads(self.over(self.interaction(self.dense(dense), self.embeddings(layout))))
 
 
 class MultiTaskLoss(nn.Module):

@@ -71,10 +71,10 @@ def train(
         for start in range(0, len(order), batch):
             ids, id_lists, dense, labels = make_batch(ds, order[start : start + batch], variant.lists)
             # batch assembly, pooling layout included, is the readers' job (parallel in production): timed apart
-            lists = model.lists.prepare(id_lists) if variant.lists else {}
+            layout = model.embeddings.prepare(ids, id_lists)
             t0 = time.perf_counter()
             opt.zero_grad()
-            loss_fn(model(ids, lists, dense), labels).backward()
+            loss_fn(model(layout, dense), labels).backward()
             opt.step()
             spent += time.perf_counter() - t0
             seen += len(labels)
@@ -106,9 +106,9 @@ def step_throughput(
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """Training examples per second of each variant, measured side by side: fresh models on the same
     pre-assembled batches, in alternating rounds so that drift in the machine's speed hits every variant
-    alike; the median over rounds. ``step``: the model step (forward, backward, optimizer) on batches whose
-    lists the reader has laid out for pooling; ``prepare_and_step``: that layout (``TokenListArch.prepare``)
-    done in the timed loop too. ``overrides``: RankerConfig fields for every variant (bench/ranker.py sizes the over-arch)."""
+    alike; the median over rounds. ``step``: the model step (forward, backward, optimizer) on batches that
+    the reader has laid out for pooling; ``prepare_and_step``: that layout (``EmbeddingArch.prepare``) done
+    in the timed loop too. ``overrides``: RankerConfig fields for every variant (bench/ranker.py sizes the over-arch)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     chosen = [rng.choice(rows, batch, replace=False) for _ in range(steps)]
@@ -117,7 +117,7 @@ def step_throughput(
         model, loss_fn = DLRMRanker(model_config(ds, v, overrides)), MultiTaskLoss()
         opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-5)
         batches = [make_batch(ds, r, v.lists) for r in chosen]
-        prepared = [model.lists.prepare(lists) if v.lists else {} for _, lists, _, _ in batches]  # the reader's layout, once
+        prepared = [model.embeddings.prepare(ids, lists) for ids, lists, _, _ in batches]  # the reader's layout, once
         setups.append((v, model, loss_fn, opt, batches, prepared))
     rates: dict[str, dict[str, list[float]]] = {v.name: {"step": [], "prepare_and_step": []} for v in variants}
     for r in range(rounds + 1):
@@ -126,8 +126,8 @@ def step_throughput(
                 t0 = time.perf_counter()
                 for (ids, lists, dense, labels), ready in zip(batches, prepared, strict=True):
                     opt.zero_grad()
-                    step_lists = ready if mode == "step" or not v.lists else model.lists.prepare(lists)
-                    loss_fn(model(ids, step_lists, dense), labels).backward()
+                    layout = ready if mode == "step" else model.embeddings.prepare(ids, lists)
+                    loss_fn(model(layout, dense), labels).backward()
                     opt.step()
                 if r:  # round 0 warms up
                     rates[v.name][mode].append(steps * batch / (time.perf_counter() - t0))
@@ -142,5 +142,5 @@ def predict(model: DLRMRanker, ds: Dataset, rows: np.ndarray, variant: Variant, 
         part = rows[start : start + 4096]
         sub = {k: v[start : start + 4096] for k, v in (shuffle or {}).items()}
         ids, lists, dense, _ = make_batch(ds, part, variant.lists, sub)
-        out.append(torch.sigmoid(model(ids, lists, dense)).numpy())
+        out.append(torch.sigmoid(model(model.embeddings.prepare(ids, lists), dense)).numpy())
     return np.concatenate(out)

@@ -1,11 +1,12 @@
-"""The DLRM ranker: shapes, weighted and unweighted id lists, and a few training steps lower the loss."""
+"""The DLRM ranker: shapes, the table-batched embedding product against embedding/embedding_bag, the interaction's
+backward, and a few training steps lower the loss."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ranking.model import DLRMRanker, IdList, MultiTaskLoss, RankerConfig
+from ranking.model import ID_FEATURES, DLRMRanker, EmbeddingArch, IdList, InteractionArch, MultiTaskLoss, RankerConfig
 
 
 def batch(b: int, cfg: RankerConfig, seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, IdList], torch.Tensor, torch.Tensor]:
@@ -32,12 +33,16 @@ CFG = RankerConfig(n_users=10, n_items=20, n_owners=5, dense_dim=3, visual_dim=8
                    weighted=frozenset({"profile_like"}))  # fmt: skip
 
 
+def logits(model: DLRMRanker, ids: dict[str, torch.Tensor], lists: dict[str, IdList], dense: torch.Tensor) -> torch.Tensor:
+    return model(model.embeddings.prepare(ids, lists), dense)
+
+
 def test_shapes_and_empty_lists() -> None:
     model = DLRMRanker(CFG)
     ids, lists, dense, _ = batch(7, CFG)
-    assert model(ids, lists, dense).shape == (7, len(CFG.tasks))
+    assert logits(model, ids, lists, dense).shape == (7, len(CFG.tasks))
     no_lists = DLRMRanker(RankerConfig(n_users=10, n_items=20, n_owners=5, dense_dim=3, visual_dim=8))
-    assert no_lists(ids, {}, dense).shape == (7, 5)
+    assert logits(no_lists, ids, {}, dense).shape == (7, 5)
 
 
 def test_a_few_steps_lower_the_loss() -> None:
@@ -45,55 +50,81 @@ def test_a_few_steps_lower_the_loss() -> None:
     model, loss_fn = DLRMRanker(CFG), MultiTaskLoss()
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     ids, lists, dense, labels = batch(64, CFG, seed=1)
-    first = float(loss_fn(model(ids, lists, dense), labels).detach())
+    layout = model.embeddings.prepare(ids, lists)
+    first = float(loss_fn(model(layout, dense), labels).detach())
     for _ in range(40):
         opt.zero_grad()
-        loss = loss_fn(model(ids, lists, dense), labels)
+        loss = loss_fn(model(layout, dense), labels)
         loss.backward()
         opt.step()
     assert float(loss.detach()) < first * 0.5
 
 
 @pytest.mark.parametrize("vocab", [30, 1 << 18])  # our tokenizers' size, and a hashed vocabulary
-def test_one_pooling_per_table_equals_one_bag_per_list(vocab: int) -> None:
-    cfg = RankerConfig(n_users=2, n_items=2, n_owners=1, dense_dim=1, lists={"item_sp": vocab, "profile_like": vocab, "item_word": 40},
+def test_the_table_batched_product_equals_a_lookup_per_id_and_a_bag_per_list(vocab: int) -> None:
+    cfg = RankerConfig(n_users=6, n_items=4, n_owners=3, dense_dim=1, lists={"item_sp": vocab, "profile_like": vocab, "item_word": 40},
                        weighted=frozenset({"profile_like"}),
                        shared={"item_sp": "sp", "profile_like": "sp", "item_word": "word"})  # fmt: skip
-    model = DLRMRanker(cfg)
-    _, lists, _, _ = batch(9, cfg, seed=3)
+    arch = EmbeddingArch(cfg)
+    assert arch.features == ("user", "item", "owner", "item_sp", "item_word", "profile_like")
+    assert len(arch.weight) == 6 + 4 + 3 + vocab + 40  # the shared table once
+    ids, lists, _, _ = batch(9, cfg, seed=3)
     lists["item_sp"].values[:2] = lists["item_sp"].values[0]  # an id twice in one list counts twice
-    got = model.lists(lists)
+    got = arch(arch.prepare(ids, lists))
     grad = torch.randn_like(got)
     (got * grad).sum().backward()
-    got_grads = {t: model.lists.tables[t].weight.grad.clone() for t in ("sp", "word")}  # type: ignore[union-attr]
-    model.zero_grad()
-    wants = []
-    for k, name in enumerate(sorted(cfg.lists)):
-        table = model.lists.tables[cfg.shared[name]].weight
+    assert arch.weight.grad is not None
+    got_grad = arch.weight.grad.clone()
+    arch.zero_grad()
+    wants = [torch.nn.functional.embedding(ids[n], arch.table(n)) for n in ID_FEATURES]
+    for name in arch.lists:
+        table = arch.table(cfg.shared[name])
         mode = "sum" if name in cfg.weighted else "mean"
-        want = torch.nn.functional.embedding_bag(
-            lists[name].values, table, lists[name].offsets, mode=mode, per_sample_weights=lists[name].weights
-        )
-        assert torch.allclose(got[:, k], want, atol=1e-6), name
-        wants.append(want)
-    (torch.stack(wants, dim=1) * grad).sum().backward()
-    for t, g in got_grads.items():
-        assert torch.allclose(g, model.lists.tables[t].weight.grad, atol=1e-6), t  # type: ignore[arg-type]
-    assert model.lists.tables["sp"] is not model.lists.tables["word"] and len(model.lists.tables) == 2
+        ids_k = lists[name]
+        wants.append(torch.nn.functional.embedding_bag(ids_k.values, table, ids_k.offsets, mode=mode, per_sample_weights=ids_k.weights))
+    want = torch.stack(wants, dim=1)
+    for k, name in enumerate(arch.features):
+        assert torch.allclose(got[:, k], want[:, k], atol=1e-6), name
+    (want * grad).sum().backward()
+    assert torch.allclose(got_grad, arch.weight.grad, atol=1e-5)
 
 
-def test_a_batch_whose_lists_are_all_empty_pools_to_zeros() -> None:
-    model = DLRMRanker(CFG)
+def test_a_batch_whose_lists_are_all_empty_pools_them_to_zeros() -> None:
+    arch = EmbeddingArch(CFG)
+    ids, _, _, _ = batch(4, CFG)
     empty = IdList(torch.zeros(0, dtype=torch.long), torch.zeros(4, dtype=torch.long), torch.zeros(0))
-    pooled = model.lists({"item_sp": empty, "profile_like": empty})
-    assert pooled.shape == (4, 2, CFG.dim) and not pooled.any()
+    pooled = arch(arch.prepare(ids, {"item_sp": empty, "profile_like": empty}))
+    assert pooled.shape == (4, 5, CFG.dim) and not pooled[:, 3:].any()
+    assert torch.equal(pooled[:, 0], arch.table("user")[ids["user"]])
 
 
-def test_lists_prepared_by_the_reader_give_the_same_logits() -> None:
-    model = DLRMRanker(CFG)
-    ids, lists, dense, _ = batch(11, CFG, seed=4)
-    prepared = model.lists.prepare(lists)
-    assert set(prepared) == {"item_sp", "profile_like"}  # no shared table here: one layout per list's own table
-    assert prepared["item_sp"].matrix.shape == (11, 30) and prepared["item_sp"].matrix_t.shape == (30, 11)
-    assert torch.equal(prepared["item_sp"].matrix.to_dense().t(), prepared["item_sp"].matrix_t.to_dense())
-    assert torch.equal(model(ids, prepared, dense), model(ids, lists, dense))
+def test_the_layout_holds_the_matrix_and_its_transpose() -> None:
+    arch = EmbeddingArch(CFG)
+    ids, lists, _, _ = batch(11, CFG, seed=4)
+    layout = arch.prepare(ids, lists)
+    rows = 10 + 20 + 5 + 30  # item_sp and profile_like: no shared table here, one table each
+    assert layout.matrix.shape == (11 * 5, rows + 30) and layout.matrix_t.shape == (rows + 30, 11 * 5)
+    assert torch.equal(layout.matrix.to_dense().t(), layout.matrix_t.to_dense())
+    assert int(layout.matrix.to_dense()[:, :35].sum()) == 11 * 3  # each example's three ids, weight 1
+
+
+def test_a_list_table_may_not_take_an_id_feature_name() -> None:
+    with pytest.raises(ValueError, match="user"):
+        EmbeddingArch(RankerConfig(n_users=2, n_items=2, n_owners=1, dense_dim=1, lists={"item_sp": 5}, shared={"item_sp": "user"}))
+
+
+def test_the_interaction_backward_equals_autograd_through_the_gram_matrix() -> None:
+    torch.manual_seed(0)
+    inter = InteractionArch(5)
+    dense = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    embedded = torch.randn(3, 4, 4, dtype=torch.float64, requires_grad=True)
+    out = inter(dense, embedded)
+    vectors = torch.cat([dense.unsqueeze(1), embedded], dim=1)
+    rows, cols = torch.triu_indices(5, 5, offset=1)
+    want = torch.cat([dense, torch.bmm(vectors, vectors.transpose(1, 2))[:, rows, cols]], dim=1)
+    assert out.shape == (3, 4 + 10) and torch.allclose(out, want)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (dense, embedded), grad)
+    expected = torch.autograd.grad(want, (dense, embedded), grad)
+    for g, e in zip(got, expected, strict=True):
+        assert torch.allclose(g, e)

@@ -144,13 +144,12 @@ def test_model_config_overrides_size_the_ranker_for_the_throughput_bench() -> No
     assert all(r["step"] > 0 and r["prepare_and_step"] > 0 for r in rates.values())
 
 
-def test_the_pooling_bench_times_methods_that_agree() -> None:
-    from bench.ranker import HASHED_VOCAB, pooling_costs
+def test_the_embedding_bench_times_methods_that_agree() -> None:
+    from bench.ranker import HASHED_VOCAB, embedding_costs
 
     ds = build_dataset(build_world(CFG, fake_captioned(CFG)), PCFG)
-    costs = pooling_costs(ds, np.arange(1000), batches=2, rounds=1)  # raises if a method's sums differ from the ranker's
+    costs = embedding_costs(ds, np.arange(1000), batches=2, rounds=1)  # raises if a method's output differs from the ranker's
     vocab = str(ds.vocab["item_sp"])
     assert set(costs) == {vocab, str(HASHED_VOCAB)}
-    assert set(costs[vocab]) == {"sparse (the ranker)", "embedding_bag", "dense pooling matrix"}
-    assert set(costs[str(HASHED_VOCAB)]) == {"sparse (the ranker)", "embedding_bag"}
+    assert all(len(by_method) == 3 for by_method in costs.values())
     assert all(ms > 0 for by_method in costs.values() for ms in by_method.values())

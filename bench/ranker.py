@@ -54,8 +54,8 @@ def bench_ranker(quick: bool, out_dir: Path) -> dict[str, Any]:
             "over": list(over), "examples_per_s": {name: m["step"] for name, m in r.items()},
             "examples_per_s_prepare_and_step": {name: m["prepare_and_step"] for name, m in r.items()},
             "step_ms_without": 1e3 * BATCH / without, "step_ms_with": 1e3 * BATCH / with_,
-            "extra_us_per_example": 1e6 * (1 / with_ - 1 / without), "ratio": with_ / without,
-            "ratio_item_tokens_a": r[VARIANTS[1].name]["step"] / without,
+            "extra_us_per_example": 1e6 * (1 / with_ - 1 / without), "ratio": r[full.name]["step_ratio"],
+            "ratio_item_tokens_a": r[VARIANTS[1].name]["step_ratio"],
         })  # fmt: skip
         print(f"over-arch {'-'.join(map(str, over)):>13}: {points[-1]['step_ms_without']:.2f} ms/step without, "
               f"{points[-1]['step_ms_with']:.2f} with the MM-LLM features, ratio {points[-1]['ratio']:.2f}", file=sys.stderr)  # fmt: skip
@@ -66,7 +66,8 @@ def bench_ranker(quick: bool, out_dir: Path) -> dict[str, Any]:
     return {
         "world": {"users": cfg.users, "items": cfg.items, "impressions": cfg.impressions}, "batch": BATCH,
         "with": full.name, "without": base.name, "method": "model step (forward, backward, Adam), fresh models on the same "
-        "pre-assembled batches, alternating rounds, median (ranking.train.step_throughput)", "points": points,
+        "pre-assembled batches, alternating rounds; rates: median over rounds; ratios: median of the per-round ratios "
+        "(ranking.train.step_throughput)", "points": points,
         "embedding_ms": embedding, "embedding_method": "the full variant's embedded features of one batch (three ids, six "
         "token lists), forward and backward, ms per batch: distinct batches in alternating rounds, median",
     }  # fmt: skip

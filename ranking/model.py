@@ -186,21 +186,21 @@ class DenseArch(nn.Module):
 
 
 class _PairDots(torch.autograd.Function):
-    """The upper triangle of each example's Gram matrix: [B, F, D] -> [B, F(F-1)/2] (``upper``: its positions
-    in the flattened [F*F]). The backward is one batched product with the symmetrized gradient, where
-    autograd through ``bmm(x, x^T)`` would take two and add them."""
+    """The upper triangle of each example's Gram matrix: [B, F, D] -> [B, P], P = F(F-1)/2 (``upper``: the
+    pairs' positions in the flattened [F*F]). The backward is one batched product of the vectors with the
+    symmetric [F, F] gradient, which ``spread`` ([P, F*F], a 1 at each pair's two positions) builds in one
+    small matrix product; autograd through ``bmm(x, x^T)`` would take two batched products and add them."""
 
     @staticmethod
-    def forward(ctx: Any, vectors: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(vectors, upper)
+    def forward(ctx: Any, vectors: torch.Tensor, upper: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(vectors, spread)
         return torch.bmm(vectors, vectors.transpose(1, 2)).flatten(1).index_select(1, upper)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        vectors, upper = ctx.saved_tensors
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        vectors, spread = ctx.saved_tensors
         b, f, _ = vectors.shape
-        g = grad.new_zeros(b, f * f).index_copy_(1, upper, grad).view(b, f, f)
-        return torch.bmm(g + g.transpose(1, 2), vectors), None
+        return torch.bmm((grad @ spread.to(grad.dtype)).view(b, f, f), vectors), None, None
 
 
 class InteractionArch(nn.Module):
@@ -209,13 +209,18 @@ class InteractionArch(nn.Module):
     def __init__(self, n_vectors: int) -> None:
         super().__init__()
         self.upper: torch.Tensor
+        self.spread: torch.Tensor
         rows, cols = torch.triu_indices(n_vectors, n_vectors, offset=1)
         self.register_buffer("upper", rows * n_vectors + cols, persistent=False)
+        spread = torch.zeros(len(rows), n_vectors * n_vectors)
+        pairs = torch.arange(len(rows))
+        spread[pairs, rows * n_vectors + cols] = spread[pairs, cols * n_vectors + rows] = 1.0
+        self.register_buffer("spread", spread, persistent=False)
 
     def forward(self, dense: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
         """``embedded``: [B, F, D]; the dense vector [B, D] joins it as the first vector."""
         vectors = torch.cat([dense.unsqueeze(1), embedded], dim=1)
-        return torch.cat([dense, _PairDots.apply(vectors, self.upper)], dim=1)
+        return torch.cat([dense, _PairDots.apply(vectors, self.upper, self.spread)], dim=1)
 
 
 class TaskHeads(nn.Module):

@@ -101,14 +101,16 @@ def select_epochs(ds: Dataset, rows: np.ndarray, variant: Variant, *, max_epochs
 
 
 def step_throughput(
-    ds: Dataset, rows: np.ndarray, variants: Sequence[Variant], *, seed: int, batch: int = 512, steps: int = 30, rounds: int = 7,
+    ds: Dataset, rows: np.ndarray, variants: Sequence[Variant], *, seed: int, batch: int = 512, steps: int = 30, rounds: int = 15,
     overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """Training examples per second of each variant, measured side by side: fresh models on the same
-    pre-assembled batches, in alternating rounds so that drift in the machine's speed hits every variant
-    alike; the median over rounds. ``step``: the model step (forward, backward, optimizer) on batches that
-    the reader has laid out for pooling; ``prepare_and_step``: that layout (``EmbeddingArch.prepare``) done
-    in the timed loop too. ``overrides``: RankerConfig fields for every variant (bench/ranker.py sizes the over-arch)."""
+    pre-assembled batches, the variants taking turns step by step; the median over rounds. ``step``: the model step (forward,
+    backward, optimizer) on batches that the reader has laid out for pooling; ``prepare_and_step``: that
+    layout (``EmbeddingArch.prepare``) done in the timed loop too. ``<mode>_ratio``: the variant's rate over
+    the first variant's in the same round, median over rounds; taking turns and pairing the rounds cancel
+    most of the drift in this shared machine's speed. ``overrides``: RankerConfig fields for every variant (bench/ranker.py
+    sizes the over-arch)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     chosen = [rng.choice(rows, batch, replace=False) for _ in range(steps)]
@@ -119,19 +121,29 @@ def step_throughput(
         batches = [make_batch(ds, r, v.lists) for r in chosen]
         prepared = [model.embeddings.prepare(ids, lists) for ids, lists, _, _ in batches]  # the reader's layout, once
         setups.append((v, model, loss_fn, opt, batches, prepared))
-    rates: dict[str, dict[str, list[float]]] = {v.name: {"step": [], "prepare_and_step": []} for v in variants}
+    modes = ("step", "prepare_and_step")
+    rates = {v.name: {mode: np.zeros(rounds) for mode in modes} for v in variants}
     for r in range(rounds + 1):
-        for v, model, loss_fn, opt, batches, prepared in setups:
-            for mode in ("step", "prepare_and_step"):
-                t0 = time.perf_counter()
-                for (ids, lists, dense, labels), ready in zip(batches, prepared, strict=True):
+        for mode in modes:
+            spent = dict.fromkeys(rates, 0.0)
+            for i in range(steps):  # every variant takes step i before any takes step i + 1, in a rotating order
+                for v, model, loss_fn, opt, batches, prepared in setups[i % len(setups) :] + setups[: i % len(setups)]:
+                    ids, lists, dense, labels = batches[i]
+                    t0 = time.perf_counter()
                     opt.zero_grad()
-                    layout = ready if mode == "step" else model.embeddings.prepare(ids, lists)
+                    layout = prepared[i] if mode == "step" else model.embeddings.prepare(ids, lists)
                     loss_fn(model(layout, dense), labels).backward()
                     opt.step()
-                if r:  # round 0 warms up
-                    rates[v.name][mode].append(steps * batch / (time.perf_counter() - t0))
-    return {name: {mode: float(np.median(rs)) for mode, rs in by_mode.items()} for name, by_mode in rates.items()}
+                    spent[v.name] += time.perf_counter() - t0
+            if r:  # round 0 warms up
+                for name, seconds in spent.items():
+                    rates[name][mode][r - 1] = steps * batch / seconds
+    first = rates[variants[0].name]
+    return {
+        name: {mode: float(np.median(by_mode[mode])) for mode in modes}
+        | {f"{mode}_ratio": float(np.median(by_mode[mode] / first[mode])) for mode in modes}
+        for name, by_mode in rates.items()
+    }
 
 
 @torch.inference_mode()

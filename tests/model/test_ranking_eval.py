@@ -24,7 +24,8 @@ def test_quick_eval_writes_every_table(tmp_path: Path) -> None:
     assert set(doc["table2"]) == set(TASKS)
     assert set(doc["importance_rank"]) == {"user", "item", "owner", "dense", "visual", *VARIANTS[-1].lists}
     assert doc["training_qps"]["with_mmllm"] > 0 and doc["training_qps"]["without_mmllm"] > 0
-    assert doc["training_qps"]["ratio"] == doc["training_qps"]["with_mmllm"] / doc["training_qps"]["without_mmllm"]
+    # the paired per-round ratio and the ratio of the medians measure one thing on one machine
+    assert 0.5 < doc["training_qps"]["ratio"] / (doc["training_qps"]["with_mmllm"] / doc["training_qps"]["without_mmllm"]) < 2
     assert doc["training_qps"]["with_mmllm_prepare_and_step"] > 0
     # metrics are means over the training seeds (quick: 2)
     assert doc["train_seeds"] == 2

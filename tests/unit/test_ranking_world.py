@@ -142,6 +142,9 @@ def test_model_config_overrides_size_the_ranker_for_the_throughput_bench() -> No
     rates = step_throughput(ds, np.arange(1000), VARIANTS, seed=0, batch=64, steps=2, rounds=1, overrides={"over": (48, 24, 12)})
     assert set(rates) == {v.name for v in VARIANTS}
     assert all(r["step"] > 0 and r["prepare_and_step"] > 0 for r in rates.values())
+    # ratios are against the first variant, round by round
+    assert rates[VARIANTS[0].name]["step_ratio"] == rates[VARIANTS[0].name]["prepare_and_step_ratio"] == 1.0
+    assert all(0.2 < r["step_ratio"] < 5 and r["step_ratio"] != 1.0 for r in list(rates.values())[1:])
 
 
 def test_the_embedding_bench_times_methods_that_agree() -> None:

@@ -9,15 +9,15 @@ reports from.
 
 It also times the embedding layer alone, forward and backward, for the eval's batches of the full variant,
 three ways side by side: the ranker's one table-batched sparse product, one table-batched
-``embedding_bag`` call, and what the ranker did before (a lookup per id feature and a sparse product for
-the lists); and the same with the token ids hashed into a 2^18 vocabulary.
+``embedding_bag`` call, and what the ranker did before (an ``nn.Embedding`` per id feature and a sparse
+product for the token table); and the same with the token ids hashed into a 2^18 vocabulary.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -75,8 +75,8 @@ def bench_ranker(quick: bool, out_dir: Path) -> dict[str, Any]:
 
 def embedding_costs(ds: Dataset, rows: np.ndarray, batches: int = 30, rounds: int = 7) -> dict[str, dict[str, float]]:
     """ms per batch to embed the full variant's features (three ids, six token lists) of one batch, forward and
-    backward, by three methods side by side, from one layout and one weight; for the dataset's vocabulary and
-    for the same token ids hashed into HASHED_VOCAB rows."""
+    backward, by three methods side by side, all starting from the same table values; for the dataset's
+    vocabulary and for the same token ids hashed into HASHED_VOCAB rows."""
     full = VARIANTS[-1]
     rng = np.random.default_rng(0)
     cfg = model_config(ds, full)
@@ -86,21 +86,22 @@ def embedding_costs(ds: Dataset, rows: np.ndarray, batches: int = 30, rounds: in
     for size in (vocab, HASHED_VOCAB):
         hashed = torch.from_numpy(rng.choice(HASHED_VOCAB, vocab, replace=False)) if size != vocab else torch.arange(vocab)
         arch = EmbeddingArch(replace(cfg, lists=dict.fromkeys(cfg.lists, size)))
-        ranker, bag, before = (
+        before = SeparateTables(arch)
+        ranker, bag, earlier = (
             "one table-batched sparse product (the ranker)", "one table-batched embedding_bag",
-            "a lookup per id feature + a sparse product for the lists (the ranker before)",
+            "a lookup per id table + a sparse product for the token table (the ranker before)",
         )  # fmt: skip
-        methods: dict[str, list[Callable[[], torch.Tensor]]] = {ranker: [], bag: [], before: []}
+        methods: dict[str, list[Callable[[], torch.Tensor]]] = {ranker: [], bag: [], earlier: []}
         for ids, lists in raw:
             layout = arch.prepare(ids, {n: replace(ids_n, values=hashed[ids_n.values]) for n, ids_n in lists.items()})
             methods[ranker].append(partial(arch, layout))
             methods[bag].append(partial(_bag_all, arch, layout))
-            methods[before].append(partial(_lookups_and_product, arch, ids, _lists_only(layout)))
+            methods[earlier].append(partial(before, ids, before.lists_only(layout)))
         first = {name: calls[0]().detach() for name, calls in methods.items()}
         for name, embedded in first.items():
             if not torch.allclose(first[ranker], embedded, atol=1e-5):
                 raise AssertionError(f"embedding by {name} differs from the ranker's")
-        out[str(size)] = time_side_by_side(methods, rounds, arch.weight)
+        out[str(size)] = time_side_by_side(methods, rounds, [arch.weight, *before.parameters()])
     return out
 
 
@@ -112,35 +113,50 @@ def _bag_all(arch: EmbeddingArch, layout: Layout) -> torch.Tensor:
     return bags.view(layout.batch, layout.features, -1)
 
 
-def _lists_only(layout: Layout) -> Layout:
-    """The layout's token-list rows alone: [B*L, R] and its transpose."""
-    m, n_ids = layout.matrix, len(ID_FEATURES)
-    crow, cols, weights = m.crow_indices().long(), m.col_indices().long(), m.values()
-    rows = torch.repeat_interleave(torch.arange(len(crow) - 1), torch.diff(crow))
-    keep = rows % layout.features >= n_ids
-    n_lists = layout.features - n_ids
-    new_rows = (rows[keep] // layout.features) * n_lists + rows[keep] % layout.features - n_ids
-    n_rows = layout.batch * n_lists
-    starts = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(new_rows, minlength=n_rows).cumsum(0)])
-    matrix, matrix_t = csr_pair(starts, new_rows, cols[keep], weights[keep], (n_rows, m.shape[1]))
-    return Layout(matrix, matrix_t, layout.batch, n_lists)
+class SeparateTables(torch.nn.Module):
+    """What the ranker had before its embeddings were table-batched: one nn.Embedding per id feature, and the
+    token rows (one table in the full variant) as a table of their own, pooled by its own sparse product. A
+    copy of ``arch``'s values, so that its output equals ``arch``'s."""
+
+    def __init__(self, arch: EmbeddingArch) -> None:
+        super().__init__()
+        copy = {n: arch.table(n).detach().clone() for n in ID_FEATURES}
+        self.ids = torch.nn.ModuleDict({n: torch.nn.Embedding.from_pretrained(copy[n], freeze=False) for n in ID_FEATURES})
+        self.first_token_row = sum(arch.rows[n][1] for n in ID_FEATURES)
+        self.tokens = torch.nn.Parameter(arch.weight.detach()[self.first_token_row :].clone())
+
+    def lists_only(self, layout: Layout) -> Layout:
+        """The layout's token-list rows alone, over the token table's rows: [B*L, V] and its transpose."""
+        m, n_ids = layout.matrix, len(ID_FEATURES)
+        crow, cols, weights = m.crow_indices().long(), m.col_indices().long(), m.values()
+        rows = torch.repeat_interleave(torch.arange(len(crow) - 1), torch.diff(crow))
+        keep = rows % layout.features >= n_ids
+        n_lists = layout.features - n_ids
+        new_rows = (rows[keep] // layout.features) * n_lists + rows[keep] % layout.features - n_ids
+        n_rows = layout.batch * n_lists
+        starts = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(new_rows, minlength=n_rows).cumsum(0)])
+        matrix, matrix_t = csr_pair(starts, new_rows, cols[keep] - self.first_token_row, weights[keep], (n_rows, len(self.tokens)))
+        return Layout(matrix, matrix_t, layout.batch, n_lists)
+
+    def forward(self, ids: dict[str, torch.Tensor], lists: Layout) -> torch.Tensor:
+        looked_up = torch.stack([self.ids[n](ids[n]) for n in ID_FEATURES], dim=1)
+        pooled = _SparsePool.apply(lists.matrix, lists.matrix_t, self.tokens).view(lists.batch, lists.features, -1)
+        return torch.cat([looked_up, pooled], dim=1)
 
 
-def _lookups_and_product(arch: EmbeddingArch, ids: dict[str, torch.Tensor], lists: Layout) -> torch.Tensor:
-    """The ids by nn.Embedding's lookup, the lists by their own sparse product, as the ranker had them: [B, F, D]."""
-    looked_up = torch.stack([torch.nn.functional.embedding(ids[n], arch.table(n)) for n in ID_FEATURES], dim=1)
-    return torch.cat([looked_up, _SparsePool.apply(lists.matrix, lists.matrix_t, arch.weight).view(lists.batch, lists.features, -1)], dim=1)
-
-
-def time_side_by_side(methods: dict[str, list[Callable[[], torch.Tensor]]], rounds: int, table: torch.Tensor) -> dict[str, float]:
-    """Median ms per call of each method's calls (forward, then backward of the sum), in alternating rounds."""
+def time_side_by_side(
+    methods: dict[str, list[Callable[[], torch.Tensor]]], rounds: int, params: Sequence[torch.Tensor]
+) -> dict[str, float]:
+    """Median ms per call of each method's calls (forward, then backward of the sum), in alternating rounds;
+    ``params``' gradients are dropped after each call."""
     times: dict[str, list[float]] = {m: [] for m in methods}
     for r in range(rounds + 1):
         for name, calls in methods.items():
             t0 = time.perf_counter()
             for call in calls:
                 call().sum().backward()
-                table.grad = None
+                for p in params:
+                    p.grad = None
             if r:  # round 0 warms up
                 times[name].append(1e3 * (time.perf_counter() - t0) / len(calls))
     return {name: float(np.median(ts)) for name, ts in times.items()}

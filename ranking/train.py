@@ -35,6 +35,12 @@ def model_config(ds: Dataset, variant: Variant, overrides: Mapping[str, Any] | N
     return replace(cfg, **(overrides or {}))
 
 
+def optimizer(model: DLRMRanker) -> torch.optim.Optimizer:
+    """Adam with torch's fused kernel: on this CPU it takes about half the time of the default per-tensor loop,
+    about a tenth of a step, for the same update."""
+    return torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-5, fused=True)
+
+
 def make_batch(
     ds: Dataset, rows: np.ndarray, lists: Sequence[str], shuffle: dict[str, np.ndarray] | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, IdList], torch.Tensor, torch.Tensor]:
@@ -64,7 +70,7 @@ def train(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model, loss_fn = DLRMRanker(model_config(ds, variant)), MultiTaskLoss()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-5)
+    opt = optimizer(model)
     seen, spent = 0, 0.0
     for _ in range(epochs):
         order = rng.permutation(rows)
@@ -117,7 +123,7 @@ def step_throughput(
     setups = []
     for v in variants:
         model, loss_fn = DLRMRanker(model_config(ds, v, overrides)), MultiTaskLoss()
-        opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-5)
+        opt = optimizer(model)
         batches = [make_batch(ds, r, v.lists) for r in chosen]
         prepared = [model.embeddings.prepare(ids, lists) for ids, lists, _, _ in batches]  # the reader's layout, once
         setups.append((v, model, loss_fn, opt, batches, prepared))

@@ -65,9 +65,9 @@ def bench_ranker(quick: bool, out_dir: Path) -> dict[str, Any]:
     plot(points, out_dir / "bench_ranker.png")
     return {
         "world": {"users": cfg.users, "items": cfg.items, "impressions": cfg.impressions}, "batch": BATCH,
-        "with": full.name, "without": base.name, "method": "model step (forward, backward, Adam), fresh models on the same "
-        "pre-assembled batches, alternating rounds; rates: median over rounds; ratios: median of the per-round ratios "
-        "(ranking.train.step_throughput)", "points": points,
+        "with": full.name, "without": base.name, "method": "model step (forward, backward, fused Adam), fresh models on the "
+        "same pre-assembled batches, the variants taking turns step by step; rates: median over rounds; ratios: median of "
+        "the per-round ratios (ranking.train.step_throughput)", "points": points,
         "embedding_ms": embedding, "embedding_method": "the full variant's embedded features of one batch (three ids, six "
         "token lists), forward and backward, ms per batch: distinct batches in alternating rounds, median",
     }  # fmt: skip

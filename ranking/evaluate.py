@@ -255,11 +255,11 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
         "",
         f"- without MM-LLM features: {results['training_qps']['without_mmllm']:.0f} examples/s",
         f"- with item tokens and profiles: {results['training_qps']['with_mmllm']:.0f} examples/s "
-        f"(ratio {results['training_qps']['ratio']:.2f}; the model step, side by side: the variants take turns step by step "
+        f"(ratio {results['training_qps']['ratio']:.3f}; the model step, side by side: the variants take turns step by step "
         "over 30 batches of 512, 15 rounds, median of the per-round ratios)",
         f"- the same, with the pooling layout (`EmbeddingArch.prepare`, a batch reader's job) inside the timed step: "
         f"{results['training_qps']['with_mmllm_prepare_and_step']:.0f} examples/s "
-        f"(ratio {results['training_qps']['ratio_prepare_and_step']:.2f})",
+        f"(ratio {results['training_qps']['ratio_prepare_and_step']:.3f})",
         "",
         f"![tables](report.png)  Whole run: {results['seconds']:.0f} s.",
         "",

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from mmfeat.settings import load_settings
 from ranking.dataset import Dataset
 from ranking.evaluate import QUICK, VARIANTS, world_dataset
-from ranking.model import ID_FEATURES, EmbeddingArch, Layout, RankerConfig, _SparsePool, csr_pair
+from ranking.model import ID_FEATURES, EmbeddingArch, Layout, RankerConfig, _SparsePool, csr_pair, csr_starts
 from ranking.train import make_batch, model_config, step_throughput
 from ranking.world import WorldConfig
 
@@ -134,8 +134,9 @@ class SeparateTables(torch.nn.Module):
         n_lists = layout.features - n_ids
         new_rows = (rows[keep] // layout.features) * n_lists + rows[keep] % layout.features - n_ids
         n_rows = layout.batch * n_lists
-        starts = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(new_rows, minlength=n_rows).cumsum(0)])
-        matrix, matrix_t = csr_pair(starts, new_rows, cols[keep] - self.first_token_row, weights[keep], (n_rows, len(self.tokens)))
+        matrix, matrix_t = csr_pair(
+            csr_starts(new_rows, n_rows), new_rows, cols[keep] - self.first_token_row, weights[keep], (n_rows, len(self.tokens))
+        )
         return Layout(matrix, matrix_t, layout.batch, n_lists)
 
     def forward(self, ids: dict[str, torch.Tensor], lists: Layout) -> torch.Tensor:

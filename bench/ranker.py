@@ -2,7 +2,7 @@
 side, for over-arches of growing size.
 
 The token lists add work per example: the pooling product, a wider interaction, and so a wider input
-to the over-arch's first layer (22 -> 61 numbers with item tokens and five profiles). The ratio depends
+to the over-arch's first layer (22 -> 31 numbers with item tokens and the profile bag of five lists). The ratio depends
 on how much the rest of the step costs. The eval ranker is small (a 64-32 over-arch); production rankers
 are far wider. Each shape is measured with ``ranking.train.step_throughput``, the function `mmfeat eval`
 reports from.
@@ -68,14 +68,14 @@ def bench_ranker(quick: bool, out_dir: Path) -> dict[str, Any]:
         "with": full.name, "without": base.name, "method": "model step (forward, backward, fused Adam), fresh models on the "
         "same pre-assembled batches, the variants taking turns step by step; rates: median over rounds; ratios: median of "
         "the per-round ratios (ranking.train.step_throughput)", "points": points,
-        "embedding_ms": embedding, "embedding_method": "the full variant's embedded features of one batch (three ids, six "
-        "token lists), forward and backward, ms per batch: distinct batches in alternating rounds, median",
+        "embedding_ms": embedding, "embedding_method": "the full variant's embedded features of one batch (three ids, the item "
+        "tokens, the profile bag of five lists), forward and backward, ms per batch: distinct batches in alternating rounds, median",
     }  # fmt: skip
 
 
 def embedding_costs(ds: Dataset, rows: np.ndarray, batches: int = 30, rounds: int = 7) -> dict[str, dict[str, float]]:
-    """ms per batch to embed the full variant's features (three ids, six token lists) of one batch, forward and
-    backward, by three methods side by side, all starting from the same table values; for the dataset's
+    """ms per batch to embed the full variant's features (three ids, the item tokens, the profile bag) of one
+    batch, forward and backward, by three methods side by side, all starting from the same table values; for the dataset's
     vocabulary and for the same token ids hashed into HASHED_VOCAB rows."""
     full = VARIANTS[-1]
     rng = np.random.default_rng(0)

@@ -33,7 +33,11 @@ VARIANTS = (
     Variant("baseline", (), "IDs + dense + frozen visual-encoder embedding (the paper's production baseline)"),
     Variant("+ item tokens A", ("item_sp",), "MM-LLM caption token ids, tokenizer A (SentencePiece)"),
     Variant("+ item tokens B", ("item_word",), "MM-LLM caption token ids, tokenizer B (word vocabulary)"),
-    Variant("+ item tokens A + user profiles A", ("item_sp", *PROFILE_LISTS), "+ user interest profiles per event type (tokenizer A)"),
+    Variant(
+        "+ item tokens A + user profiles A",
+        ("item_sp", *PROFILE_LISTS),
+        "+ user interest profiles per event type (tokenizer A), pooled as one bag",
+    ),
 )
 SUBSETS = 5
 QUICK = WorldConfig(users=60, items=80, owners=12, impressions=6000)

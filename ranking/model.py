@@ -27,6 +27,7 @@ from torch import nn
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 ID_FEATURES = ("user", "item", "owner")
+DENSE_BAG_KEYS = 1 << 20  # up to this many (example, id) keys, a bag's entries are merged by counting, not sorting
 
 
 @dataclass
@@ -50,6 +51,11 @@ class RankerConfig:
     # lists that share one embedding table (list -> table name), e.g. item tokens and profile tokens of one
     # tokenizer: the same token then has the same vector on both sides, so their dot product is a match score
     shared: Mapping[str, str] = field(default_factory=dict)
+    # lists pooled as one bag (bag name -> lists of one table), e.g. a user's profile per event type: the bag's
+    # vector is the sum of its lists' pooled vectors, one vector where the lists would add one each. The
+    # interaction's pairs grow with the square of its vectors, and an id in several of the lists enters the
+    # bag once with its weights added, so a bag costs far less per step than its lists apart
+    bags: Mapping[str, Sequence[str]] = field(default_factory=dict)
     tasks: Sequence[str] = ("like", "comment", "share", "time_spent", "consumption")
     dim: int = 16
     dense_hidden: Sequence[int] = (32,)
@@ -114,9 +120,10 @@ class _SparsePool(torch.autograd.Function):
 
 
 class EmbeddingArch(nn.Module):
-    """Every embedded feature, the user, item and owner ids and the token lists, from one table-batched
-    weight (all tables stacked, as FBGEMM's table-batched embeddings hold them) by one sparse product:
-    [B, F, D], features in the order ``self.features`` (the ids, then the lists by name).
+    """Every embedded feature, the user, item and owner ids, the token lists and the bags, from one
+    table-batched weight (all tables stacked, as FBGEMM's table-batched embeddings hold them) by one sparse
+    product: [B, F, D], features in the order ``self.features`` (the ids, the lists outside bags by name,
+    then the bags by name).
 
     One product and one optimizer tensor for all tables: adding a table or a list adds its ids to the
     product and nothing per step beyond that. The product is a custom autograd function whose backward
@@ -127,11 +134,18 @@ class EmbeddingArch(nn.Module):
 
     def __init__(self, cfg: RankerConfig) -> None:
         super().__init__()
-        self.lists = sorted(cfg.lists)
-        self.features = (*ID_FEATURES, *self.lists)
-        self.table_of = {n: n for n in ID_FEATURES} | {n: cfg.shared.get(n, n) for n in self.lists}
+        self.bags = {b: tuple(cfg.bags[b]) for b in sorted(cfg.bags)}
+        in_bags = [n for members in self.bags.values() for n in members]
+        if set(in_bags) - set(cfg.lists) or len(in_bags) != len(set(in_bags)) or not all(self.bags.values()):
+            raise ValueError(f"bags {dict(cfg.bags)}: each of the ranker's lists in at most one bag, and no bag empty")
+        self.lists = sorted(set(cfg.lists) - set(in_bags))
+        self.features = (*ID_FEATURES, *self.lists, *self.bags)
+        self.table_of = {n: n for n in ID_FEATURES} | {n: cfg.shared.get(n, n) for n in cfg.lists}
+        for b, members in self.bags.items():
+            if len({self.table_of[n] for n in members}) != 1:
+                raise ValueError(f"bag {b!r}: its lists {members} must share one table")
         sizes = {"user": cfg.n_users, "item": cfg.n_items, "owner": cfg.n_owners}
-        for n in self.lists:
+        for n in sorted(cfg.lists):
             if self.table_of[n] in ID_FEATURES:
                 raise ValueError(f"list {n!r}: table name {self.table_of[n]!r} is an id feature's")
             sizes[self.table_of[n]] = max(sizes.get(self.table_of[n], 0), cfg.lists[n])
@@ -151,29 +165,53 @@ class EmbeddingArch(nn.Module):
         example-major, so the product's output is [B, F, D] without regrouping); only the transpose sorts."""
         batch, n_features = len(ids["user"]), len(self.features)
         examples = torch.arange(batch)
+        # each list feature's entries, grouped by example: (example, column, weight)
+        entries = [self._entries(n, lists[n], batch) for n in self.lists]
+        for members in self.bags.values():
+            example, cols, weights = (torch.cat(p) for p in zip(*(self._entries(n, lists[n], batch) for n in members), strict=True))
+            entries.append(self._merged(members, batch, example, cols, weights))
         counts = torch.ones(batch, n_features, dtype=torch.long)
-        for k, name in enumerate(self.lists, start=len(ID_FEATURES)):
-            counts[:, k] = torch.diff(lists[name].offsets, append=torch.tensor([len(lists[name].values)]))
+        for k, (example, _, _) in enumerate(entries, start=len(ID_FEATURES)):
+            counts[:, k] = torch.bincount(example, minlength=batch)
         row_starts = torch.cat([torch.zeros(1, dtype=torch.long), counts.view(-1).cumsum(0)])
         nnz = int(row_starts[-1])
         cols, weights = torch.empty(nnz, dtype=torch.long), torch.empty(nnz)
-        for k, name in enumerate(self.features):
-            start = self.rows[self.table_of[name]][0]
-            if k < len(ID_FEATURES):
-                at = row_starts[examples * n_features + k]
-                cols[at], weights[at] = ids[name] + start, 1.0
-                continue
-            ids_k, lengths = lists[name], counts[:, k]
-            example = torch.repeat_interleave(examples, lengths)
-            at = row_starts[example * n_features + k] + torch.arange(len(ids_k.values)) - ids_k.offsets[example]
-            cols[at] = ids_k.values + start
-            if name in self.weighted and ids_k.weights is not None:
-                weights[at] = ids_k.weights.float()
-            else:
-                weights[at] = (1.0 / lengths.clamp(min=1).float())[example]
+        for k, name in enumerate(ID_FEATURES):
+            at = row_starts[examples * n_features + k]
+            cols[at], weights[at] = ids[name] + self.rows[name][0], 1.0
+        for k, (example, cols_k, weights_k) in enumerate(entries, start=len(ID_FEATURES)):
+            first = counts[:, k].cumsum(0) - counts[:, k]  # each example's first entry among this feature's
+            at = row_starts[example * n_features + k] + torch.arange(len(example)) - first[example]
+            cols[at], weights[at] = cols_k, weights_k
         rows = torch.repeat_interleave(torch.arange(batch * n_features), counts.view(-1))
         matrix, matrix_t = csr_pair(row_starts, rows, cols, weights, (batch * n_features, len(self.weight)))
         return Layout(matrix, matrix_t, batch, n_features)
+
+    def _entries(self, name: str, ids: IdList, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """List ``name``'s entries: each one's example, column in the weight, and weight (its own, or 1/length
+        for an unweighted list: the mean)."""
+        lengths = torch.diff(ids.offsets, append=torch.tensor([len(ids.values)]))
+        example = torch.repeat_interleave(torch.arange(batch), lengths)
+        cols = ids.values + self.rows[self.table_of[name]][0]
+        if name in self.weighted and ids.weights is not None:
+            return example, cols, ids.weights.float()
+        return example, cols, (1.0 / lengths.clamp(min=1).float())[example]
+
+    def _merged(
+        self, members: Sequence[str], batch: int, example: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A bag's entries with each id entered once per example, its weights in the bag's lists added: sorted by
+        example, then column."""
+        first, size = self.rows[self.table_of[members[0]]]
+        keys = example * size + cols - first
+        n_keys = batch * size
+        if n_keys <= DENSE_BAG_KEYS:  # a count per possible key: about twice as fast as sorting the keys
+            present = torch.bincount(keys, minlength=n_keys).nonzero().squeeze(1)
+            summed = torch.bincount(keys, weights=weights, minlength=n_keys)[present].float()
+        else:  # a vocabulary too large to count per key (a hashed one)
+            present, where = torch.unique(keys, return_inverse=True)
+            summed = torch.zeros(len(present)).index_add_(0, where, weights)
+        return present // size, present % size + first, summed
 
     def forward(self, layout: Layout) -> torch.Tensor:
         return _SparsePool.apply(layout.matrix, layout.matrix_t, self.weight).view(layout.batch, layout.features, -1)

@@ -25,12 +25,15 @@ class Variant:
 
 
 def model_config(ds: Dataset, variant: Variant, overrides: Mapping[str, Any] | None = None) -> RankerConfig:
-    """The ranker for ``variant`` on ``ds``; ``overrides``: other RankerConfig fields (e.g. ``over``)."""
+    """The ranker for ``variant`` on ``ds``; ``overrides``: other RankerConfig fields (e.g. ``over``). The
+    profile lists (one per event type) are pooled as one bag, ``profile``: the sum of the event types'
+    weighted bags."""
+    profiles = tuple(n for n in variant.lists if n.startswith("profile_"))
     cfg = RankerConfig(
         n_users=int(ds.user.max()) + 1, n_items=len(ds.visual), n_owners=int(ds.owner.max()) + 1,
         dense_dim=ds.dense.shape[1], visual_dim=ds.visual.shape[1], lists={n: ds.vocab[n] for n in variant.lists},
-        weighted=frozenset(n for n in variant.lists if n.startswith("profile_")), tasks=TASKS,
-        shared={n: ds.table_of[n] for n in variant.lists},
+        weighted=frozenset(profiles), tasks=TASKS, shared={n: ds.table_of[n] for n in variant.lists},
+        bags={"profile": profiles} if profiles else {},
     )  # fmt: skip
     return replace(cfg, **(overrides or {}))
 

@@ -89,6 +89,64 @@ def test_the_table_batched_product_equals_a_lookup_per_id_and_a_bag_per_list(voc
     assert torch.allclose(got_grad, arch.weight.grad, atol=1e-5)
 
 
+@pytest.mark.parametrize("vocab", [30, 1 << 18])  # the bag's entries merged by counting per key, and by sorting
+def test_a_bag_pools_the_sum_of_its_lists_and_takes_an_id_in_both_once(vocab: int) -> None:
+    profiles = ("profile_like", "profile_view")
+    names = ("item_sp", *profiles)
+    cfg = RankerConfig(n_users=6, n_items=4, n_owners=3, dense_dim=1, lists=dict.fromkeys(names, vocab),
+                       weighted=frozenset(profiles), shared=dict.fromkeys(names, "sp"), bags={"profile": profiles})  # fmt: skip
+    arch = EmbeddingArch(cfg)
+    assert arch.features == ("user", "item", "owner", "item_sp", "profile")
+    ids, lists, _, _ = batch(9, cfg, seed=5)
+    like = lists["profile_like"]
+    # every liked id also viewed, with another weight; the view list has ids of its own too
+    extra = torch.arange(len(like.offsets)) % 30
+    view_rows = [torch.cat([v, extra[b : b + 1]]) for b, v in enumerate(torch.tensor_split(like.values, like.offsets[1:]))]
+    view_values = torch.cat(view_rows)
+    view_offsets = torch.cumsum(torch.tensor([0] + [len(r) for r in view_rows[:-1]]), 0)
+    lists["profile_view"] = IdList(view_values, view_offsets, torch.rand(len(view_values)))
+    layout = arch.prepare(ids, lists)
+    pairs = set()
+    for n in profiles:
+        lengths = torch.diff(lists[n].offsets, append=torch.tensor([len(lists[n].values)]))
+        pairs |= {(int(e), int(v)) for e, v in zip(torch.repeat_interleave(torch.arange(9), lengths), lists[n].values, strict=True)}
+    ids_and_items = 9 * 3 + len(lists["item_sp"].values)
+    assert layout.matrix._nnz() == ids_and_items + len(pairs) < ids_and_items + len(like.values) + len(view_values)
+    got = arch(layout)
+    grad = torch.randn_like(got)
+    (got * grad).sum().backward()
+    assert arch.weight.grad is not None
+    got_grad = arch.weight.grad.clone()
+    arch.zero_grad()
+    table = arch.table("sp")
+    want = sum(
+        torch.nn.functional.embedding_bag(lists[n].values, table, lists[n].offsets, mode="sum", per_sample_weights=lists[n].weights)
+        for n in profiles
+    )
+    assert torch.allclose(got[:, 4], want, atol=1e-6)
+    (want * grad[:, 4]).sum().backward()
+    item = torch.nn.functional.embedding_bag(lists["item_sp"].values, table, lists["item_sp"].offsets, mode="mean")
+    (item * grad[:, 3]).sum().backward()
+    for k, name in enumerate(ID_FEATURES):
+        (torch.nn.functional.embedding(ids[name], arch.table(name)) * grad[:, k]).sum().backward()
+    assert torch.allclose(got_grad, arch.weight.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("bags", "shared", "error"),
+    [
+        ({"p": ("profile_like", "item_word")}, {"item_word": "word"}, "share one table"),
+        ({"p": ("profile_like",), "q": ("profile_like",)}, {}, "at most one bag"),
+        ({"p": ("profile_share",)}, {}, "at most one bag"),
+        ({"p": ()}, {}, "no bag empty"),
+    ],
+)
+def test_bags_are_checked(bags: dict[str, tuple[str, ...]], shared: dict[str, str], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        lists = {"profile_like": 5, "item_word": 5}
+        EmbeddingArch(RankerConfig(n_users=2, n_items=2, n_owners=1, dense_dim=1, lists=lists, shared=shared, bags=bags))
+
+
 def test_a_batch_whose_lists_are_all_empty_pools_them_to_zeros() -> None:
     arch = EmbeddingArch(CFG)
     ids, _, _, _ = batch(4, CFG)

@@ -8,9 +8,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from confluent_kafka import TopicPartition
+
 from mmfeat.captioner import read_manifest
 from mmfeat.errors import KafkaIOError
-from mmfeat.kafka.client import make_producer
+from mmfeat.kafka.client import make_consumer, make_producer
 from mmfeat.produce import image_uploads, send_uploads
 from mmfeat.schemas import H_CAPTIONER, H_SOURCE, DlqRecordV1, now_utc
 from mmfeat.services import free_port
@@ -32,6 +34,15 @@ def _count(s: Settings, topic: str) -> int:
         return len(records(s, topic))
     except KafkaIOError:  # the backfill creates its topic once it is up
         return 0
+
+
+def _committed(s: Settings, group: str) -> list[int]:
+    """The group's committed offset in each of the uploads topic's two partitions (-1001: none yet)."""
+    c = make_consumer(s, group)
+    try:
+        return [tp.offset for tp in c.committed([TopicPartition(s.uploads_topic, p) for p in (0, 1)], timeout=10)]
+    finally:
+        c.close()
 
 
 def _summary(stdout: str) -> dict:  # type: ignore[type-arg]
@@ -98,7 +109,9 @@ def test_backfill_replays_exactly_the_range_with_the_live_values(stack: Stack, s
 def test_sigkill_mid_backfill_then_rerun_continues_and_keeps_the_rate(stack: Stack, settings: Settings, tmp_path: Path) -> None:
     uploads = [u for u, _ in image_uploads(small_images(26, seed=12), inline=True, prefix="bf")]
     since = _instant()
-    # Partition 0 gets 2 uploads, partition 1 the rest: partition 0 is finished long before the kill.
+    # Partition 0 gets 2 uploads, partition 1 the rest. Which one the backfill's consumer reaches first is the
+    # fetch's order, so the kill may find partition 0 finished or not yet begun; either way the rerun must
+    # continue each partition from what the killed run committed, and redo nothing committed.
     producer = make_producer(settings)
     for i, u in enumerate(uploads):
         u = u.model_copy(update={"created_at": now_utc()})
@@ -109,6 +122,7 @@ def test_sigkill_mid_backfill_then_rerun_continues_and_keeps_the_rate(stack: Sta
     assert live.features == 26
 
     v2 = settings.uploads_topic.replace("media.uploads", "media.item-features.v2")
+    group = f"mmfeat-backfill.uploads.{v2}"  # the CLI's default group for this source and topic
     rate = 4.0
     args = ["--since", since, "--until", "now", "--features-topic", v2, "--rate", str(rate), "--json"]
     log = tmp_path / "backfill.log"
@@ -116,6 +130,7 @@ def test_sigkill_mid_backfill_then_rerun_continues_and_keeps_the_rate(stack: Sta
     first = start_cli(settings.model_copy(update={"backfill_metrics_port": port}), log, "backfill", *args)
     try:
         wait_for(lambda: _count(settings, v2) >= 6, 120, "6 backfilled records")
+        wait_for(lambda: sum(max(o, 0) for o in _committed(settings, group)) >= 4, 60, "4 replayed records committed")
 
         def metrics_count_them() -> bool:  # the backfill's own /metrics while it runs
             try:
@@ -132,6 +147,8 @@ def test_sigkill_mid_backfill_then_rerun_continues_and_keeps_the_rate(stack: Sta
         first.wait(30)
     killed_at = len(records(settings, v2))
     assert killed_at < 26, log.read_text()[-2000:]
+    at_kill = _committed(settings, group)  # the plan commits each partition's start at once, then progress
+    assert all(o >= 0 for o in at_kill) and 4 <= sum(at_kill) < 26, at_kill
 
     # The same command again: "now" means a later time by now, but the group's unfinished plan is continued.
     rerun_began_ms = time.time() * 1000
@@ -139,9 +156,11 @@ def test_sigkill_mid_backfill_then_rerun_continues_and_keeps_the_rate(stack: Sta
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     summary = _summary(rerun.stdout)
     p0, p1 = summary["partitions"]
-    assert p0["finished"] and p0["resumed_at"] == p0["end"] == 2 and p0["features"] == 0  # a finished partition is not redone
-    assert p1["start"] == 0 and 0 < p1["resumed_at"] < p1["end"] == 24  # continued where the killed run had committed
-    assert summary["finished"] and summary["records_this_run"] == summary["features"] == 24 - p1["resumed_at"]
+    assert (p0["start"], p0["end"], p1["start"], p1["end"]) == (0, 2, 0, 24)  # the killed run's plan
+    for p, committed in zip((p0, p1), at_kill, strict=True):
+        # continued where the killed run had committed; a partition it had finished is not redone
+        assert p["finished"] and p["resumed_at"] == committed and p["features"] == p["end"] - committed, (p, at_kill)
+    assert summary["finished"] and summary["records_this_run"] == summary["features"] == 26 - sum(at_kill)
 
     final, v1 = by_key(records(settings, v2)), by_key(records(settings, settings.features_topic))
     assert set(final) == {u.item_id for u in uploads}  # nothing missing

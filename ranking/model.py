@@ -1,6 +1,6 @@
 """A DLRM-style multi-task ranker built from small named modules (after torchrec's models/dlrm.py).
 
-Shapes (B = batch, D = embedding dim, L = number of token lists, F = 3 + L embedded features):
+Shapes (B = batch, D = embedding dim, F = 3 ids + the token lists outside bags + the bags: embedded features):
 
     ids        {user, item, owner}: LongTensor [B]      \
     lists      name -> IdList (values [N], offsets [B],  |-> EmbeddingArch.prepare -> Layout -> EmbeddingArch -> [B, F, D]
@@ -128,8 +128,9 @@ class EmbeddingArch(nn.Module):
     One product and one optimizer tensor for all tables: adding a table or a list adds its ids to the
     product and nothing per step beyond that. The product is a custom autograd function whose backward
     multiplies the transposed pooling matrix, built by the reader too, by the gradient. It computes what
-    ``nn.Embedding`` per id feature and one ``embedding_bag`` per list compute (tested; lists without
-    weights are averaged, weighted ones summed); ``mmfeat bench ranker`` times them side by side.
+    ``nn.Embedding`` per id feature and one ``embedding_bag`` per list compute, a bag the sum of its lists'
+    (tested; lists without weights are averaged, weighted ones summed); ``mmfeat bench ranker`` times them
+    side by side.
     """
 
     def __init__(self, cfg: RankerConfig) -> None:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from mmfeat.demo import percentile
 from mmfeat.engagements import EngagementV1
-from mmfeat.kafka.client import DeliveryTracker, OutRecord, ensure_topics, make_producer, topic_size
+from mmfeat.kafka.client import DeliveryTracker, OutRecord, ensure_topics, topic_size
 from mmfeat.kafka.reader import read_topic
 from mmfeat.produce import engagement_records, send_records, synthetic_engagements
 from mmfeat.services import free_port
@@ -85,7 +85,7 @@ def _wait_profiles(s: Settings, target: int, desc: str, timeout_s: float = 900) 
 def _paced(s: Settings, evs: list[EngagementV1], rate: float) -> None:
     """Send engagements at ``rate`` per second, event time = send time, through one producer (a new idempotent
     producer waits for its producer id, and its first records would carry that wait as latency)."""
-    tracker = DeliveryTracker(make_producer(s))
+    tracker = DeliveryTracker.of(s)
     start = time.perf_counter()
     chunk = max(1, int(rate / 20))
     for i in range(0, len(evs), chunk):

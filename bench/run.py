@@ -104,10 +104,10 @@ def raw_consume_rate(s: Settings, topic: str, n: int) -> float:
 
 def relay_rate(s: Settings, topic: str, out_topic: str, n: int) -> float:
     """Records/s of the least any at-least-once stage does: consume, produce (acks=all), flush, commit."""
-    from mmfeat.kafka.client import DeliveryTracker, OutRecord, commit_offsets, make_producer
+    from mmfeat.kafka.client import DeliveryTracker, OutRecord, commit_offsets
 
     c = make_consumer(s, f"bench-relay-{time.time_ns()}")
-    tracker = DeliveryTracker(make_producer(s))
+    tracker = DeliveryTracker.of(s)
     c.subscribe([topic])
     got, start = 0, None
     while got < n:

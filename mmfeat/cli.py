@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from confluent_kafka import KafkaException
 from rich.console import Console
+from rich.markup import escape
 
 from mmfeat.errors import MmfeatError
 from mmfeat.settings import Settings, load_settings
+from mmfeat.untrusted import clean, install_log_escaping
 
 app = typer.Typer(
     add_completion=False,
@@ -393,8 +396,10 @@ def bench(
 
 
 def main() -> None:
+    install_log_escaping()
     try:
         app()
-    except MmfeatError as e:
-        console.print(f"[red]error:[/red] {e}")
+    except (MmfeatError, KafkaException) as e:  # KafkaException: a client call we did not wrap; still one line
+        text = e.args[0].str() if isinstance(e, KafkaException) and e.args and hasattr(e.args[0], "str") else str(e)
+        console.print(f"[red]error:[/red] {escape(clean(text, 2000))}")
         sys.exit(1)

@@ -63,9 +63,10 @@ def demo_images(images: Path | None, count: int, seed: int) -> list[Path]:
 
 def demo_profiles(s: Settings, captions: dict[str, str], *, users: int, engagements: int, seed: int) -> None:
     """Engagements of users with known interests -> the profiles app -> a few profiles, decoded."""
-    from streams.app import app_topic_specs, profile_config
+    from streams.app import app_topic_specs
     from streams.client import fetch_profile, profiles_app
     from streams.offline import recompute_profiles
+    from streams.rules import profile_config
 
     console.rule("user interest profiles")
     s = s.model_copy(update={"profiles_web_port": services.free_port()})

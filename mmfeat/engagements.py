@@ -12,12 +12,15 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from mmfeat.errors import SchemaError
-from mmfeat.schemas import ITEM_ID_PATTERN, _Record
+from mmfeat.schemas import ITEM_ID_PATTERN, _Record, validate_json
 
 DEFAULT_EVENT_WEIGHTS = {"like": 1.0, "comment": 2.0, "share": 3.0, "view": 0.25, "time_spent": 0.02}
+# The largest ``value`` accepted per event type: counts of one action, and a day for time_spent (seconds).
+DEFAULT_MAX_VALUE = 1000.0
+DEFAULT_MAX_VALUES = {"like": 1000.0, "comment": 1000.0, "share": 1000.0, "view": 1000.0, "time_spent": 86400.0}
 
 
 class EngagementV1(_Record):
@@ -68,6 +71,12 @@ class Engagement:
         )
 
 
+def _reason(where: str, kind: str) -> str:
+    if kind == "missing" and where in ("user_id", "item_id"):
+        return "missing_id"
+    return "bad_value" if where == "value" else "schema"
+
+
 def source_id(topic: str, partition: int, offset: int) -> str:
     """The id of an engagement that carries no event_id: its coordinates, stable across redeliveries."""
     return f"{topic}[{partition}]@{offset}"
@@ -82,33 +91,29 @@ def parse_engagement(
     timestamp_s: float,
     event_weights: Mapping[str, float],
     max_future_s: float,
+    max_values: Mapping[str, float] = DEFAULT_MAX_VALUES,
 ) -> Engagement:
     """Validate one raw engagement record; raise SchemaError with a stable reason and a one-line message.
 
     "The future" is measured from the record's Kafka timestamp, not the clock, so a replay of the
     topic accepts and rejects exactly what the live app did.
 
+    ``max_values`` bounds ``value`` per event type (``DEFAULT_MAX_VALUE`` for types it does not name), so no
+    weight can overflow however many engagements a profile sums.
+
     Reasons: ``bad_json``, ``missing_id``, ``schema``, ``unknown_event``, ``bad_value``, ``future_ts``.
     """
     if raw is None:
         raise SchemaError("empty value (tombstone) on the engagements topic", reason="schema")
-    try:
-        rec = EngagementV1.model_validate_json(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "record"
-        if first["type"] == "json_invalid":
-            raise SchemaError(f"not valid JSON: {first['msg']}", reason="bad_json") from e
-        if first["type"] == "missing" and where in ("user_id", "item_id"):
-            raise SchemaError(f"{where} is missing", reason="missing_id") from e
-        if where == "value":
-            raise SchemaError(f"value: {first['msg']}", reason="bad_value") from e
-        raise SchemaError(f"{where}: {first['msg']}") from e
+    rec = validate_json(EngagementV1, raw, _reason)
     if rec.event not in event_weights:
         known = ", ".join(sorted(event_weights))
         raise SchemaError(f"unknown event type {rec.event!r} (known: {known})", reason="unknown_event")
     if not math.isfinite(rec.value) or rec.value < 0:
         raise SchemaError(f"value must be a finite number >= 0, got {rec.value}", reason="bad_value")
+    limit = max_values.get(rec.event, DEFAULT_MAX_VALUE)
+    if rec.value > limit:
+        raise SchemaError(f"value {rec.value:g} of a {rec.event!r} is over its maximum {limit:g}", reason="bad_value")
     ts = rec.ts.timestamp()
     if ts > timestamp_s + max_future_s:
         ahead = ts - timestamp_s
@@ -121,3 +126,18 @@ def parse_engagement(
         value=rec.value,
         ts=ts,
     )
+
+
+@dataclass(frozen=True)
+class EngagementRules:
+    """What an engagement must satisfy, from the settings: the Faust app and the offline path parse through one of these."""
+
+    event_weights: Mapping[str, float]
+    max_values: Mapping[str, float]
+    max_future_s: float
+
+    def parse(self, raw: bytes | None, *, topic: str, partition: int, offset: int, timestamp_s: float) -> Engagement:
+        return parse_engagement(
+            raw, topic=topic, partition=partition, offset=offset, timestamp_s=timestamp_s,
+            event_weights=self.event_weights, max_future_s=self.max_future_s, max_values=self.max_values,
+        )  # fmt: skip

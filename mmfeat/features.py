@@ -3,8 +3,9 @@ and offline evaluation so every path produces byte-identical records for the sam
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict
 
 from mmfeat.captioner import Caption
 from mmfeat.errors import SchemaError
@@ -15,7 +16,10 @@ from mmfeat.schemas import (
     H_TOKENIZERS,
     SCHEMA_VERSION,
     FeatureRecordV1,
+    TokenIds,
     UploadV1,
+    encode_record,
+    validate_json,
 )
 from mmfeat.tokenizers import DECODER, Tokenizer
 
@@ -54,8 +58,8 @@ class FeatureBuilder:
 
 
 def encode_feature(record: FeatureRecordV1) -> bytes:
-    """Canonical JSON (sorted keys) so equal records are equal bytes."""
-    return json.dumps(record.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+    """Canonical JSON (sorted keys) so equal records are equal bytes; checked to read back as itself."""
+    return encode_record(record, sort_keys=True)
 
 
 def lineage_headers(record: FeatureRecordV1) -> list[tuple[str, bytes]]:
@@ -67,16 +71,24 @@ def lineage_headers(record: FeatureRecordV1) -> list[tuple[str, bytes]]:
     ]
 
 
+class _FeatureTokens(BaseModel):
+    """The part of a feature record the profiles app reads; the rest is not its business (nor validated)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    token_ids: dict[str, TokenIds]
+    captioner_version: str | None = None
+    tokenizer_versions: dict[str, str] | None = None
+
+
 def item_features(raw: bytes, tokenizer: str) -> tuple[list[int], str | None]:
-    """One tokenizer's id list from a raw feature record, without validating the rest of it, and the
-    record's lineage (``captioner=V tokenizer=V``; None if it names no versions)."""
-    try:
-        obj = json.loads(raw)
-        ids = obj["token_ids"][tokenizer]
-    except (ValueError, KeyError, TypeError) as e:
-        raise SchemaError(f"feature record has no token_ids.{tokenizer} list ({type(e).__name__}: {e})", reason="bad_features") from e
-    if not isinstance(ids, list) or not all(isinstance(t, int) for t in ids):
-        raise SchemaError(f"token_ids.{tokenizer} is not a list of ints", reason="bad_features")
-    captioner, tok = obj.get("captioner_version"), (obj.get("tokenizer_versions") or {}).get(tokenizer)
-    lineage = f"captioner={captioner} {tokenizer}={tok}" if isinstance(captioner, str) and isinstance(tok, str) else None
-    return ids, lineage
+    """One tokenizer's id list from a raw feature record, and the record's lineage (``captioner=V tokenizer=V``;
+    None if it names no versions). Only the fields read are validated, strictly: ids are ints in
+    [0, 2^31) (not booleans), versions are strings; anything else is a SchemaError (``bad_features``)."""
+    view = validate_json(_FeatureTokens, raw, lambda where, kind: "bad_features")
+    ids = view.token_ids.get(tokenizer)
+    if ids is None:
+        raise SchemaError(f"feature record has no token_ids.{tokenizer} list", reason="bad_features")
+    captioner, tok = view.captioner_version, (view.tokenizer_versions or {}).get(tokenizer)
+    lineage = f"captioner={captioner} {tokenizer}={tok}" if captioner is not None and tok is not None else None
+    return list(ids), lineage

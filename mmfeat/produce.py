@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from mmfeat.engagements import EngagementV1
-from mmfeat.kafka.client import DeliveryTracker, OutRecord, make_producer
+from mmfeat.kafka.client import DeliveryTracker, OutRecord
 from mmfeat.schemas import UploadV1, now_utc
 from mmfeat.settings import Settings
 
@@ -86,7 +86,7 @@ def send_records(
     chunk: int = 50,
 ) -> int:
     """Produce records in acknowledged chunks (acks=all, idempotent); return the count acknowledged."""
-    tracker = DeliveryTracker(make_producer(settings))
+    tracker = DeliveryTracker.of(settings)
     total = 0
     it = iter(records)
     while batch := list(itertools.islice(it, chunk)):

@@ -15,6 +15,7 @@ from mmfeat.kafka.reader import TopicRecord
 from mmfeat.schemas import H_CAPTIONER, H_SCHEMA, H_TOKENIZERS, UserProfileV1
 from mmfeat.settings import Settings
 from mmfeat.tokenizers import load_tokenizers
+from mmfeat.untrusted import clean
 
 if TYPE_CHECKING:
     from workers.backfill import Summary
@@ -26,36 +27,44 @@ def short_ids(ids: list[int], n: int = 12) -> str:
 
 
 def render_record(rec: TopicRecord) -> Text:
-    """One record as a few lines: where, key, and the fields that matter for its kind."""
+    """One record as a few lines: where, key, and the fields that matter for its kind.
+
+    Everything a record carries is escaped (``clean``): a key or an error text may hold terminal escape
+    sequences or newlines, and pretty output goes to a terminal."""
     value = rec.json_value()
     t = Text()
-    t.append(f"{rec.topic}[{rec.partition}]@{rec.offset} ", style="dim")
-    t.append(f"key={rec.key}\n", style="bold")
-    if isinstance(value, dict) and "token_ids" in value:
-        t.append(f"  caption: {value['caption']!r}\n", style="green")
+    t.append(f"{clean(rec.topic)}[{rec.partition}]@{rec.offset} ", style="dim")
+    t.append(f"key={clean(rec.key, 200)}\n", style="bold")
+    if isinstance(value, dict) and isinstance(value.get("token_ids"), dict):
+        t.append(f"  caption: {clean(repr(value.get('caption')), 400)}\n", style="green")
         for name, ids in sorted(value["token_ids"].items()):
-            t.append(f"  {name:<8} {short_ids(ids)}\n")
-        t.append(f"  lineage: captioner={rec.headers.get(H_CAPTIONER)} schema={rec.headers.get(H_SCHEMA)}\n", style="dim")
-        t.append(f"           tokenizers={rec.headers.get(H_TOKENIZERS)}\n", style="dim")
+            t.append(f"  {clean(name, 20):<8} {short_ids(ids) if isinstance(ids, list) else clean(ids, 80)}\n")
+        t.append(f"  lineage: captioner={clean(rec.headers.get(H_CAPTIONER))} schema={clean(rec.headers.get(H_SCHEMA))}\n", style="dim")
+        t.append(f"           tokenizers={clean(rec.headers.get(H_TOKENIZERS))}\n", style="dim")
     elif isinstance(value, dict) and "error_message" in value:
-        t.append(f"  {value['reason']} ({value['error_class']}): {value['error_message']}\n", style="red")
-        t.append(f"  from {value['source_topic']}[{value['source_partition']}]@{value['source_offset']}\n", style="dim")
+        t.append(
+            f"  {clean(value.get('reason'), 64)} ({clean(value.get('error_class'), 64)}): {clean(value.get('error_message'), 600)}\n",
+            style="red",
+        )
+        where = f"{value.get('source_topic')}[{value.get('source_partition')}]@{value.get('source_offset')}"
+        t.append(f"  from {clean(where)}\n", style="dim")
     elif isinstance(value, dict) and "events" in value and "user_id" in value:
         try:
             prof = UserProfileV1.model_validate_json(rec.value or b"")
         except ValueError:
-            t.append(f"  {value}\n")
+            t.append(f"  {clean(value, 400)}\n")
         else:
-            counts = ", ".join(f"{ev} {p.count}" for ev, p in sorted(prof.events.items()))
+            counts = ", ".join(f"{clean(ev, 64)} {p.count}" for ev, p in sorted(prof.events.items()))
             t.append(f"  profile: {prof.engagements} engagements ({counts}), as of {prof.as_of}\n", style="green")
-            t.append(f"  lineage: {profile_lineage(prof)}\n", style="dim")
+            t.append(f"  lineage: {clean(profile_lineage(prof), 400)}\n", style="dim")
     elif isinstance(value, dict) and "upload_json" in value:
-        t.append(f"  deferred ({value['reason']}) from {value['source']} at {value['deferred_at']}\n", style="yellow")
+        what = f"deferred ({value.get('reason')}) from {value.get('source')} at {value.get('deferred_at')}"
+        t.append(f"  {clean(what, 400)}\n", style="yellow")
     elif isinstance(value, dict):
         shown = {k: (v[:40] + "..." if isinstance(v, str) and len(v) > 60 else v) for k, v in value.items()}
-        t.append(f"  {shown}\n")
+        t.append(f"  {clean(shown, 400)}\n")
     else:
-        t.append(f"  {value!r}\n")
+        t.append(f"  {clean(repr(value), 400)}\n")
     return t
 
 
@@ -95,7 +104,7 @@ def quality_table(results: dict[str, object]) -> Table:
 def profile_table(rec: UserProfileV1, settings: Settings, words: int = 12) -> Table:
     """A profile as a table: per event type, the heaviest tokens decoded back to words, with weights."""
     tok = load_tokenizers([rec.tokenizer], settings.tokenizer_dir, settings.hash_buckets)[rec.tokenizer]
-    table = Table(title=f"profile of {rec.user_id}: {rec.engagements} engagements, as of {rec.as_of} ({rec.tokenizer} tokens)")
+    table = Table(title=clean(f"profile of {rec.user_id}: {rec.engagements} engagements, as of {rec.as_of} ({rec.tokenizer} tokens)"))
     for col in ("event", "count", "top tokens (weight)"):
         table.add_column(col)
     for ev, p in sorted(rec.events.items()):

@@ -10,12 +10,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import from_json
 
 from mmfeat.errors import RecordError, RecordRef, SchemaError
+from mmfeat.untrusted import clean
 
 SCHEMA_VERSION = 1
 ITEM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
@@ -30,8 +34,16 @@ H_DEDUPE = "mmfeat-dedupe"
 H_REASON = "mmfeat-reason"
 
 
+# Token ids are non-negative and fit an int32 embedding index (the ranker's tables); a list is bounded too.
+TOKEN_ID_MAX = (1 << 31) - 1
+TokenId = Annotated[int, Field(ge=0, le=TOKEN_ID_MAX)]
+TokenIds = Annotated[list[TokenId], Field(max_length=4096)]
+
+
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # allow_inf_nan=False: a non-finite float serializes as null, which the schema then refuses on read;
+    # refusing it on construction keeps every published record readable by its own schema.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class UploadV1(_Record):
@@ -71,7 +83,7 @@ class FeatureRecordV1(_Record):
     owner_id: str
     caption: str
     caption_raw: str
-    token_ids: dict[str, list[int]]
+    token_ids: dict[str, TokenIds]
     captioner_version: str
     tokenizer_versions: dict[str, str]
     content_sha256: str
@@ -109,7 +121,7 @@ class DlqRecordV1(_Record):
 class EventProfileV1(_Record):
     """One event type of a profile: an id-list feature with weights, ready for a weighted EmbeddingBag."""
 
-    token_ids: list[int]
+    token_ids: TokenIds
     weights: list[float]
     count: int
 
@@ -147,41 +159,93 @@ class UnmatchedEngagementV1(_Record):
 
 
 RAW_IN_DLQ_MAX = 1 << 20  # larger raw values stay at their source coordinates only
+ERROR_MESSAGE_MAX = 2000
+
+R = TypeVar("R", bound=BaseModel)
 
 
 def dlq_record(ref: RecordRef, err: RecordError, raw_key: bytes | None, raw_value: bytes | None) -> DlqRecordV1:
-    """The DLQ value for a bad record: why, where it came from, and its raw bytes (up to 1 MiB)."""
+    """The DLQ value for a bad record: why, where it came from, and its raw bytes (up to 1 MiB).
+
+    Never fails: the id and the message are escaped (they may quote hostile text), so the record always encodes."""
     raw = raw_value or b""
     return DlqRecordV1(
-        item_id=ref.item_id, reason=err.reason, error_class=type(err).__name__, error_message=str(err),
+        item_id=None if ref.item_id is None else clean(ref.item_id, 140), reason=clean(err.reason, 64),
+        error_class=type(err).__name__, error_message=clean(err, ERROR_MESSAGE_MAX),
         source_topic=ref.topic, source_partition=ref.partition, source_offset=ref.offset,
         raw_key_b64=b64(raw_key), raw_value_b64=b64(raw) if len(raw) <= RAW_IN_DLQ_MAX else None,
         raw_value_size=len(raw), failed_at=now_utc(),
     )  # fmt: skip
 
 
-def parse_upload(raw: bytes) -> UploadV1:
-    """Validate a raw upload value; raise SchemaError with a one-line reason."""
+def encode_record(record: BaseModel, *, sort_keys: bool = False) -> bytes:
+    """A record's JSON, checked to read back as an equal record of its own schema (what every consumer does first).
+
+    ``sort_keys`` gives canonical bytes (equal records, equal bytes). Raises SchemaError (``unpublishable``)."""
+    if sort_keys:
+        data = json.dumps(record.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    else:
+        data = record.model_dump_json().encode()
     try:
-        return UploadV1.model_validate_json(raw)
+        back = type(record).model_validate_json(data)
+    except ValidationError as e:
+        raise SchemaError(f"built a {type(record).__name__} its schema refuses: {first_error(e)}", reason="unpublishable") from e
+    if back != record:
+        raise SchemaError(f"a {type(record).__name__} does not read back equal to itself", reason="unpublishable")
+    return data
+
+
+def first_error(e: ValidationError) -> str:
+    """The first validation error as ``field: message``, one line."""
+    first = e.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "record"
+    return f"{where}: {first['msg']}"
+
+
+def validate_json(model: type[R], raw: bytes, reason_of: Callable[[str, str], str] | None = None) -> R:
+    """Parse and validate hostile JSON bytes into ``model`` (strict, bounded nesting, UTF-8 without lone
+    surrogates: pydantic's own parser refuses all three); raise SchemaError with a one-line message.
+
+    ``reason_of(field, error type)`` of the first error may name a more specific reason than ``schema``."""
+    try:
+        return model.model_validate_json(raw)
     except ValidationError as e:
         first = e.errors()[0]
         if first["type"] == "json_invalid":
-            raise SchemaError(f"not valid JSON: {first['msg']}", reason="bad_json") from e
+            raise SchemaError(f"not valid JSON: {clean(first['msg'], 200)}", reason="bad_json") from e
         where = ".".join(str(p) for p in first["loc"]) or "record"
-        raise SchemaError(f"{where}: {first['msg']}") from e
+        reason = reason_of(where, first["type"]) if reason_of else "schema"
+        raise SchemaError(clean(f"{where}: {first['msg']}", 500), reason=reason) from e
+
+
+def parse_json(raw: bytes) -> Any:
+    """Hostile JSON bytes as Python objects, with the same guards as ``validate_json`` (nesting, UTF-8, surrogates)."""
+    try:
+        return from_json(raw)
+    except ValueError as e:
+        raise SchemaError(f"not valid JSON: {clean(e, 200)}", reason="bad_json") from e
+
+
+def parse_upload(raw: bytes) -> UploadV1:
+    """Validate a raw upload value; raise SchemaError with a one-line reason."""
+    return validate_json(UploadV1, raw)
+
+
+_ITEM_ID = re.compile(ITEM_ID_PATTERN)
 
 
 def peek_item_id(raw: bytes | None) -> str | None:
-    """Best-effort item id of a record that failed validation, for error messages."""
+    """Best-effort item id of a record that failed validation, for error messages; escaped when it is not a valid id."""
     if not raw:
         return None
     try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        obj = from_json(raw)
+    except ValueError:
         return None
     item = obj.get("item_id") if isinstance(obj, dict) else None
-    return item if isinstance(item, str) and len(item) <= 128 else None
+    if not isinstance(item, str):
+        return None
+    return item if _ITEM_ID.match(item) else clean(item, 128)
 
 
 def now_utc() -> datetime:

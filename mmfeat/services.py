@@ -9,6 +9,7 @@ what was learned about starting both on a machine without Docker or a GPU.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -292,12 +293,60 @@ def pid_alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
 
 
-def _runs(pid: int, marker: str) -> bool:
-    """Whether ``pid`` is still the process we started (pids are reused)."""
+def _runs(pid: int, *markers: str) -> bool:
+    """Whether ``pid`` is still a process we started (pids are reused): its command line names a marker."""
     try:
-        return marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
+    return any(m in cmdline for m in markers)
+
+
+TRITON_MARKERS = ("tritonserver", "triton_python_backend_stub")
+KAFKA_MARKERS = ("kafka.Kafka",)
+
+
+def group_members(pgid: int, markers: Sequence[str]) -> list[int]:
+    """Live processes of process group ``pgid`` whose command line names one of ``markers``.
+
+    A group outlives its leader: after a kill -9 of tritonserver its Python backend stub (about 1 GiB) runs on
+    in the group. Linux does not hand out a pid that is still some group's id, and the marker check keeps an
+    unrelated group that later got the same id safe."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z" and _runs(int(stat.parent.name), *markers):
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return sorted(out)
+
+
+def stop_group(pgid: int, markers: Sequence[str], timeout_s: float = 20.0, log: Log = print, name: str = "") -> bool:
+    """Stop every process of the group we started (the leader gracefully first, then what is left, SIGKILL last).
+    Returns whether there was anything to stop."""
+    members = group_members(pgid, markers)
+    if not members:
+        return False
+    log(f"{name or 'group'}: stopping pid {pgid} and its process group ({len(members)} process(es))")
+    if pgid in members:
+        _signal_wait([pgid], signal.SIGTERM, timeout_s)
+    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        left = group_members(pgid, markers)
+        if not left:
+            break
+        _signal_wait(left, sig, wait_s)
+    return True
+
+
+def _signal_wait(pids: Sequence[int], sig: int, timeout_s: float) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.2)
 
 
 def stop_pid(pid: int, timeout_s: float = 20.0) -> None:
@@ -397,6 +446,8 @@ def up(
     elif triton and ep.triton_pid and _runs(ep.triton_pid, "tritonserver") and ep.triton_http and triton_ready(ep.triton_http):
         log(f"triton: already running at {ep.triton_url} (pid {ep.triton_pid})")
     elif triton:
+        if ep.triton_pid:  # a server killed hard leaves its backend stubs behind in its group
+            stop_group(ep.triton_pid, TRITON_MARKERS, log=log, name="triton (left over)")
         repos = tuple(model_repositories or (settings.model_repository,))
         tplan = TritonPlan(state / "triton", repos, settings.triton_http_port, settings.triton_grpc_port, settings.triton_metrics_port)
         for port in (tplan.http_port, tplan.grpc_port, tplan.metrics_port):
@@ -414,10 +465,7 @@ def up(
 def down(settings: Settings, log: Log = print) -> None:
     """Stop exactly the processes `up` recorded in the state directory."""
     ep = Endpoints.load(settings.state_dir)
-    for name, pid, marker in (("triton", ep.triton_pid, "tritonserver"), ("kafka", ep.kafka_pid, "kafka.Kafka")):
-        if pid and pid_alive(pid) and _runs(pid, marker):
-            log(f"{name}: stopping pid {pid}")
-            stop_pid(pid)
-        elif pid:
+    for name, pid, markers in (("triton", ep.triton_pid, TRITON_MARKERS), ("kafka", ep.kafka_pid, KAFKA_MARKERS)):
+        if pid and not stop_group(pid, markers, log=log, name=name):
             log(f"{name}: pid {pid} already gone")
     (settings.state_dir / ENDPOINTS).unlink(missing_ok=True)

@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS
+from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS, DEFAULT_MAX_VALUES
 from mmfeat.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -41,11 +41,16 @@ class Settings(BaseSettings):
     triton_grpc_port: int = 18001
     triton_metrics_port: int = 18002
 
-    # Kafka security, mapped onto librdkafka's dotted keys in mmfeat.kafka.config.
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    # Kafka security, mapped onto every client's keys (librdkafka's and Faust's) in mmfeat.kafka.config.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = Field(default=None, description="PEM file of the CA(s) that signed the brokers' certificates")
+    ssl_certificate_location: Path | None = Field(default=None, description="client certificate (PEM), for mutual TLS")
+    ssl_key_location: Path | None = Field(default=None, description="the client certificate's private key (PEM)")
+    ssl_key_password: SecretStr | None = None
+    ssl_endpoint_identification: bool = Field(default=True, description="check that the broker's certificate names its host")
     kafka_log_level: int = Field(default=4, ge=0, le=7, description="librdkafka syslog level: 3 errors, 4 warnings, 6 info")
 
     # Topics (docs/topics.md).
@@ -57,6 +62,9 @@ class Settings(BaseSettings):
 
     # Worker loop.
     batch_size: int = Field(default=16, ge=1, le=1024)
+    max_crashes_per_record: int = Field(
+        default=2, ge=1, description="a record at the head of its partition when the worker died this often goes to the DLQ (crash_loop)"
+    )
     poll_timeout_s: float = Field(default=0.5, gt=0)
     delivery_timeout_s: float = Field(default=60.0, gt=0)
 
@@ -88,7 +96,7 @@ class Settings(BaseSettings):
     # Features.
     tokenizers: list[str] = Field(default_factory=lambda: ["sp", "word", "hash", "decoder"])
     tokenizer_dir: Path = ASSETS / "tokenizers"
-    hash_buckets: int = Field(default=1 << 20, ge=16)
+    hash_buckets: int = Field(default=1 << 20, ge=16, le=1 << 31)
     caption_max_words: int = Field(default=32, ge=1)
 
     # User interest profiles (streams/, the Faust app).
@@ -105,6 +113,9 @@ class Settings(BaseSettings):
         default="word", description="which token_ids list of the item features a profile aggregates"
     )
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    event_max_values: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_MAX_VALUES), description="largest engagement value per event type (others: 1000)"
+    )
     half_life_s: float = Field(default=7 * 86400.0, gt=0, description="time decay on event time")
     profile_top_k: int = Field(default=32, ge=1)
     profile_max_tokens: int = Field(default=4096, ge=1, description="state cap per user and event type")
@@ -125,6 +136,26 @@ class Settings(BaseSettings):
         if bad or not weights:
             raise ValueError(f"event weights must be finite and >= 0 (bad: {bad or 'empty'})")
         return weights
+
+    @field_validator("event_max_values")
+    @classmethod
+    def _finite_maxima(cls, maxima: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, v in maxima.items() if not math.isfinite(v) or v < 0 or v > 1e9]
+        if bad:
+            raise ValueError(f"event maximum values must be in [0, 1e9] (bad: {bad})")
+        return maxima
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> Settings:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ValueError("ssl_certificate_location and ssl_key_location go together (mutual TLS)")
+        for path in (self.ssl_ca_location, self.ssl_certificate_location, self.ssl_key_location):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a file")
+        return self
 
     @field_validator("allowed_hosts")
     @classmethod

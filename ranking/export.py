@@ -17,8 +17,8 @@ from typing import Any
 from mmfeat.kafka.reader import read_topic
 from mmfeat.profile import ProfileTimeline, features_at
 from mmfeat.settings import Settings
-from streams.app import profile_config
 from streams.offline import item_tokens, valid_engagements
+from streams.rules import profile_config
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import asyncio
 import logging
 import re
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -29,29 +28,21 @@ from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from mmfeat.engagements import Engagement, parse_engagement
-from mmfeat.errors import ConfigError, RecordError, RecordRef, SchemaError
-from mmfeat.features import item_features
+from mmfeat.errors import ConfigError
 from mmfeat.kafka.client import TopicSpec, committed_offsets, ensure_topics
+from mmfeat.kafka.config import faust_credentials
 from mmfeat.metrics import ProfileMetrics
-from mmfeat.profile import ProfileConfig, ProfileState, apply_engagement, profile_record
-from mmfeat.schemas import H_REASON, H_SOURCE, ITEM_ID_PATTERN, UnmatchedEngagementV1, dlq_record, now_utc, peek_item_id
+from mmfeat.profile import ProfileState, profile_record
+from mmfeat.schemas import ITEM_ID_PATTERN, encode_record
 from mmfeat.settings import Settings
-from streams.join import ItemJoin, JoinResult, LoadGate
-from streams.pending import Entry
+from mmfeat.untrusted import install_log_escaping
+from streams.agents import AGENTS, Stage, Topics
+from streams.join import ItemJoin, LoadGate
+from streams.records import TickMsg, encode
+from streams.rules import engagement_rules, profile_config
 
 log = logging.getLogger("mmfeat.profiles")
 TABLES = ("items", "pending", "pending-index", "profiles")
-
-
-def profile_config(settings: Settings) -> ProfileConfig:
-    return ProfileConfig(
-        event_weights=dict(settings.event_weights),
-        half_life_s=settings.half_life_s,
-        top_k=settings.profile_top_k,
-        dedupe_horizon_s=settings.dedupe_horizon_s,
-        max_tokens=settings.profile_max_tokens,
-    )
 
 
 def internal_topics(settings: Settings) -> dict[str, str]:
@@ -76,21 +67,6 @@ def app_topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(names["leader"], 1),  # Faust's leader election topic
         *(TopicSpec(names[t], p, compacted=True) for t in TABLES),
     ]
-
-
-def _unmatched(reason: str, entry: Entry) -> UnmatchedEngagementV1:
-    e = Engagement.from_dict(entry["e"])
-    return UnmatchedEngagementV1(
-        reason=reason,  # type: ignore[arg-type]  # one of the two literals, from streams.join
-        engagement_id=e.id,
-        user_id=e.user_id,
-        item_id=e.item_id,
-        event=e.event,
-        value=e.value,
-        ts=datetime.fromtimestamp(e.ts, UTC),
-        queued_at=datetime.fromtimestamp(entry["queued_at"], UTC),
-        dropped_at=now_utc(),
-    )
 
 
 def make_app(settings: Settings) -> faust.App:
@@ -119,15 +95,19 @@ def make_app(settings: Settings) -> faust.App:
         web_host=s.profiles_web_host,
         web_port=s.profiles_web_port,
         autodiscover=False,
+        broker_credentials=faust_credentials(s),
     )
-    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-    engagements = app.topic(s.engagements_topic, partitions=p, **raw)
-    features = app.topic(s.features_topic, partitions=p, **raw)
-    profiles_out = app.topic(s.profiles_topic, partitions=p, **raw)
-    dlq = app.topic(s.engagements_dlq_topic, partitions=p, **raw)
-    unmatched = app.topic(s.unmatched_topic, partitions=p, **raw)
-    by_item = app.topic(names["by_item"], partitions=p, key_serializer="raw", value_serializer="json")
-    by_user = app.topic(names["by_user"], partitions=p, key_serializer="raw", value_serializer="json")
+    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}  # every input is validated by us, internal ones too
+    topics = Topics(
+        engagements=app.topic(s.engagements_topic, partitions=p, **raw),
+        features=app.topic(s.features_topic, partitions=p, **raw),
+        profiles=app.topic(s.profiles_topic, partitions=p, **raw),
+        dlq=app.topic(s.engagements_dlq_topic, partitions=p, **raw),
+        unmatched=app.topic(s.unmatched_topic, partitions=p, **raw),
+        by_item=app.topic(names["by_item"], partitions=p, **raw),
+        by_user=app.topic(names["by_user"], partitions=p, **raw),
+    )
+    by_item = topics.by_item
 
     def table(name: str) -> Any:
         return app.Table(name, default=None, partitions=p, key_type=bytes)  # raw keys: the same bytes as the topic keys
@@ -137,103 +117,15 @@ def make_app(settings: Settings) -> faust.App:
     inputs = {s.engagements_topic, s.features_topic, names["by_item"], names["by_user"]}
     join = ItemJoin(items, pending, pending_index, cap=s.pending_max_per_item, ttl_s=s.pending_ttl_s)
     gate = LoadGate()
-
-    async def _release(result: JoinResult) -> None:
-        for e, tokens in result.ready:
-            value = {"e": e.to_dict(), "tokens": tokens, "lineage": join.lineage(e.item_id)}
-            await by_user.send(key=e.user_id.encode(), value=value)
-        for reason, entry in result.unmatched:
-            rec = _unmatched(reason, entry)
-            log.warning("unmatched %s user=%s item=%s: %s", rec.engagement_id, rec.user_id, rec.item_id, reason)
-            await unmatched.send(key=rec.user_id.encode(), value=rec.model_dump_json().encode(), headers=[(H_REASON, reason.encode())])
-            metrics.unmatched.labels(reason).inc()
-            metrics.records_out.labels(s.unmatched_topic).inc()
-
-    async def _to_dlq(ref: RecordRef, err: RecordError, msg: Any) -> None:
-        log.warning("DLQ %s: %s: %s", ref, err.reason, err)
-        rec = dlq_record(ref, err, msg.key, msg.value)
-        headers = [(H_SOURCE, str(ref).encode()), (H_REASON, err.reason.encode())]
-        await dlq.send(key=msg.key, value=rec.model_dump_json().encode(), headers=headers)
-        metrics.dlq.labels(err.reason).inc()
-        metrics.records_out.labels(s.engagements_dlq_topic).inc()
-
-    @app.agent(engagements)
-    async def ingest_engagements(stream: Any) -> None:
-        """Validate, route bad records to the DLQ, re-key the good ones by item."""
-        async for event in stream.events():
-            msg = event.message
-            metrics.records_in.labels(msg.topic).inc()
-            ref = RecordRef(msg.topic, msg.partition, msg.offset, peek_item_id(msg.value))
-            try:
-                e = parse_engagement(
-                    msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset, timestamp_s=msg.timestamp,
-                    event_weights=cfg.event_weights, max_future_s=s.max_future_s,
-                )  # fmt: skip
-            except RecordError as err:
-                await _to_dlq(ref, err, msg)
-                continue
-            await by_item.send(key=e.item_id.encode(), value={"kind": "engagement", "e": e.to_dict()})
-
-    @app.agent(features)
-    async def ingest_features(stream: Any) -> None:
-        """Keep only the profile tokenizer's ids of each feature record, re-keyed by item."""
-        async for event in stream.events():
-            msg = event.message
-            metrics.records_in.labels(msg.topic).inc()
-            item_id = (msg.key or b"").decode("utf-8", "replace")
-            if not item_id:
-                ref = RecordRef(msg.topic, msg.partition, msg.offset)
-                await _to_dlq(ref, SchemaError("feature record without a key (item_id)"), msg)
-                continue
-            if msg.value is None:
-                await by_item.send(key=msg.key, value={"kind": "deleted", "item_id": item_id})
-                continue
-            ref = RecordRef(msg.topic, msg.partition, msg.offset, item_id)
-            try:
-                tokens, lineage = item_features(msg.value, s.profile_tokenizer)
-            except RecordError as err:
-                await _to_dlq(ref, err, msg)
-                continue
-            await by_item.send(key=msg.key, value={"kind": "features", "item_id": item_id, "tokens": tokens, "lineage": lineage})
-            gate.processed(msg.partition, msg.offset)
-
-    @app.agent(by_item)
-    async def join_items(stream: Any) -> None:
-        async for event in stream.events():
-            v, part, now = event.value, event.message.partition, time.time()
-            kind = v.get("kind")
-            if kind == "engagement":
-                await _release(join.on_engagement(Engagement.from_dict(v["e"]), part, now))
-            elif kind == "features":
-                await _release(join.on_features(v["item_id"], list(v["tokens"]), part, now, v.get("lineage")))
-            elif kind == "deleted":
-                join.on_item_deleted(v["item_id"])
-            elif kind == "tick":
-                await _release(join.on_tick(part, now))
-
-    @app.agent(by_user)
-    async def update_profiles(stream: Any) -> None:
-        async for event in stream.events():
-            e = Engagement.from_dict(event.value["e"])
-            got = profiles.get(e.user_id)
-            state, changed = apply_engagement(
-                ProfileState.from_dict(got) if got else None, e, event.value["tokens"], cfg, event.value.get("lineage")
-            )
-            # Written back even when nothing changed (a redelivered engagement): the local store may hold an
-            # update whose changelog record died with the previous process; writing again re-sends it.
-            profiles[e.user_id] = state.to_dict()
-            rec = profile_record(state, cfg, tokenizer=s.profile_tokenizer, features_topic=s.features_topic)
-            await profiles_out.send(key=e.user_id.encode(), value=rec.model_dump_json().encode())
-            metrics.records_out.labels(s.profiles_topic).inc()
-            metrics.freshness.observe(max(0.0, time.time() - e.ts))
-            if not changed:
-                log.info("engagement %s already applied to user %s: not counted again", e.id, e.user_id)
+    stage = Stage(s, cfg, engagement_rules(s), topics, profiles, join, gate, metrics)
+    for build in AGENTS:
+        build(app, stage)
 
     @app.timer(interval=s.pending_tick_s)
     async def tick() -> None:
         """One tick per partition of by-item: expiry runs inside the partition that owns the entries."""
         for part in range(p):
-            await by_item.send(key=None, value={"kind": "tick"}, partition=part)
+            await by_item.send(key=None, value=encode(TickMsg()), partition=part)
 
     @app.task
     async def load_features_first() -> None:
@@ -296,14 +188,15 @@ def make_app(settings: Settings) -> faust.App:
         if got is None:
             return web.json({"error": f"unknown user {user_id!r}"}, status=404)
         rec = profile_record(ProfileState.from_dict(got), cfg, tokenizer=s.profile_tokenizer, features_topic=s.features_topic)
-        return web.json(rec.model_dump(mode="json"))
+        return web.bytes(encode_record(rec), content_type="application/json")
 
     return app
 
 
 def run(settings: Settings, *, loglevel: str = "warning") -> None:
     """Create the topics and run the app until SIGTERM/SIGINT (the `mmfeat profiles` command)."""
-    ensure_topics(settings, app_topic_specs(settings))
+    install_log_escaping()
+    ensure_topics(settings, app_topic_specs(settings))  # also the first connection: refused credentials stop here, in one line
     app = make_app(settings)
     logging.getLogger("mmfeat").setLevel(logging.INFO)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)

@@ -5,24 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mmfeat.engagements import Engagement, parse_engagement
+from mmfeat.engagements import Engagement
 from mmfeat.errors import RecordError
 from mmfeat.features import item_features
 from mmfeat.kafka.reader import TopicRecord, read_topic
 from mmfeat.profile import ProfileConfig, ProfileState, build_profiles
 from mmfeat.settings import Settings
+from streams.rules import engagement_rules
 
 
 def valid_engagements(records: Iterable[TopicRecord], settings: Settings) -> list[Engagement]:
     """The engagements the app accepts; the rest are what its DLQ holds."""
     out = []
+    rules = engagement_rules(settings)
     for r in records:
         try:
-            e = parse_engagement(
-                r.value, topic=r.topic, partition=r.partition, offset=r.offset, timestamp_s=r.timestamp_ms / 1000,
-                event_weights=settings.event_weights, max_future_s=settings.max_future_s,
-            )  # fmt: skip
-            out.append(e)
+            out.append(rules.parse(r.value, topic=r.topic, partition=r.partition, offset=r.offset, timestamp_s=r.timestamp_ms / 1000))
         except RecordError:
             continue
     return out

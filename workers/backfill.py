@@ -26,11 +26,13 @@ from typing import Any, Literal
 
 from confluent_kafka import Message, TopicPartition
 
-from mmfeat.errors import ConfigError, KafkaIOError, SchemaError
-from mmfeat.kafka.client import commit_offsets, coords, raise_on_error
-from mmfeat.schemas import DeferredRecordV1
+from mmfeat.errors import ConfigError, KafkaIOError
+from mmfeat.kafka.client import coords
+from mmfeat.kafka.consumer import BatchConsumer, read_metadata
+from mmfeat.schemas import DeferredRecordV1, validate_json
 from mmfeat.settings import Settings
-from workers.worker import CaptionWorker
+from workers.core import Kind, Outcome
+from workers.worker import CaptionWorker, live_parts
 
 log = logging.getLogger("mmfeat.backfill")
 
@@ -71,10 +73,10 @@ class Request:
     since_ms: int
     until_ms: int
 
-    def tag(self, start: int, end: int) -> str:
+    def tag(self, start: int, end: int) -> dict[str, Any]:
         """The commit metadata of one partition: this request plus the partition's span."""
         fields = {"v": PLAN_VERSION, "to": self.features_topic, "model": self.model, "since": self.since_ms, "until": self.until_ms}
-        return json.dumps(fields | {"start": start, "end": end}, separators=(",", ":"))
+        return fields | {"start": start, "end": end}
 
     def same_target(self, meta: dict[str, Any]) -> bool:
         """A stored plan of this source, into this topic, with this captioner."""
@@ -154,25 +156,9 @@ class Pacer:
         return start - now
 
 
-class ReplayWorker(CaptionWorker):
-    """The live worker with no budget (the pacer paces) that commits the plan with its offsets and, for
-    the deferred topic, captions the upload each deferred record carries."""
-
-    def __init__(self, settings: Settings, source: Source, tag: Callable[[str, int], str]) -> None:
-        super().__init__(settings, defer_over_budget=False)
-        self.source, self._tag = source, tag
-
-    def upload_value(self, msg: Message) -> bytes:
-        raw = super().upload_value(msg)
-        if self.source == "uploads":
-            return raw
-        try:
-            return DeferredRecordV1.model_validate_json(raw).upload_json.encode()
-        except ValueError as e:
-            raise SchemaError(f"not a deferred-upload record: {str(e).splitlines()[0]}") from e
-
-    def commit(self, batch: list[Message]) -> None:
-        commit_offsets(self.consumer, batch, self._tag)
+def unwrap_deferred(raw: bytes) -> bytes:
+    """The upload a deferred record carries (a backfill of media.uploads.deferred captions those)."""
+    return validate_json(DeferredRecordV1, raw).upload_json.encode()
 
 
 class Backfill:
@@ -202,13 +188,16 @@ class Backfill:
         )  # fmt: skip
         self.s = s
         self.spans: dict[int, PartitionProgress] = {}
-        self.worker = ReplayWorker(s, request.source, self._tag)
+        # the live worker's code path with parts of its own: no budget (the pacer paces), the plan in every commit
+        parts = live_parts(s, budget=False, unwrap=unwrap_deferred if request.source == "deferred" else None)
+        consumer = BatchConsumer(s, group_id, metadata=self._tag, max_crashes=s.max_crashes_per_record, isolate=s.batch_size)
+        self.worker = CaptionWorker(s, parts=parts, consumer=consumer)
         self.pacer = Pacer(rate, clock)
         # A batch goes at once: at most a second's worth keeps bursts within the rate.
         self.batch_size = max(1, min(s.batch_size, int(rate)))
         self.summary = Summary(request, group_id, [])
 
-    def _tag(self, topic: str, partition: int) -> str:
+    def _tag(self, topic: str, partition: int) -> dict[str, Any]:
         p = self.spans[partition]
         return self.request.tag(p.start, p.end)
 
@@ -217,7 +206,7 @@ class Backfill:
     def _offsets_at(self, parts: list[int], ms: int, highs: dict[int, int]) -> dict[int, int]:
         """Per partition, the first offset with a timestamp >= ``ms`` (the high watermark when none)."""
         topic = self.request.source_topic
-        found = self.worker.consumer.offsets_for_times([TopicPartition(topic, p, ms) for p in parts], timeout=30)
+        found = self.worker.bc.consumer.offsets_for_times([TopicPartition(topic, p, ms) for p in parts], timeout=30)
         return {tp.partition: tp.offset if tp.offset >= 0 else highs[tp.partition] for tp in found}
 
     def plan(self) -> list[PartitionProgress]:
@@ -226,13 +215,13 @@ class Backfill:
         An unfinished plan for the same topic and model is continued whatever relative times (``now``, ``2h``)
         resolve to on this run; explicit times that differ from it are refused, as is any other unfinished plan.
         """
-        c, topic = self.worker.consumer, self.request.source_topic
+        c, topic = self.worker.bc.consumer, self.request.source_topic
         tmeta = c.list_topics(topic, timeout=10).topics.get(topic)
         if tmeta is None or tmeta.error is not None:
             raise KafkaIOError(f"topic {topic} does not exist on {self.s.bootstrap_servers}")
         parts = sorted(tmeta.partitions)
         committed = {tp.partition: tp for tp in c.committed([TopicPartition(topic, p) for p in parts], timeout=30)}
-        stored = {p: _read_tag(tp.metadata) for p, tp in committed.items() if tp.offset >= 0}
+        stored = {p: read_metadata(tp.metadata) for p, tp in committed.items() if tp.offset >= 0}
         unfinished = [p for p, m in stored.items() if m is None or committed[p].offset < int(m.get("end", 0))]
         metas = [m for m in stored.values() if m is not None]
         ours = len(metas) == len(parts) and all(self.request.same_target(m) for m in metas)
@@ -266,7 +255,7 @@ class Backfill:
         ends = self._offsets_at(parts, self.request.until_ms, highs)
         for p in parts:
             self.spans[p] = PartitionProgress(p, starts[p], max(starts[p], ends[p]), starts[p], starts[p])
-        offsets = [TopicPartition(topic, p, s.start, metadata=self._tag(topic, p)) for p, s in self.spans.items()]
+        offsets = [TopicPartition(topic, p, s.start, metadata=json.dumps(self._tag(topic, p))) for p, s in self.spans.items()]
         c.commit(offsets=offsets, asynchronous=False)
         return self._planned()
 
@@ -279,10 +268,10 @@ class Backfill:
     def stop(self, *_: object) -> None:
         self.worker.stop()
 
-    def _account(self, todo: list[Message], out: list[Any]) -> None:
-        for m, rec in zip(todo, out, strict=True):
+    def _account(self, todo: list[Message], out: list[Outcome]) -> None:
+        for m, o in zip(todo, out, strict=True):
             p = self.spans[coords(m)[1]]
-            if rec.topic == self.s.features_topic:
+            if o.kind is Kind.FEATURE:
                 p.features += 1
             else:  # a replay never defers: the pacer waits instead
                 p.dlq += 1
@@ -300,16 +289,12 @@ class Backfill:
             if not self.spans:
                 self.plan()
             todo = {p for p, s in self.spans.items() if not s.finished}
-            w.consumer.assign([TopicPartition(topic, p, self.spans[p].position) for p in sorted(todo)])
+            w.bc.assign([TopicPartition(topic, p, self.spans[p].position) for p in sorted(todo)])
             if progress:
                 progress(self.summary.partitions)
-            while todo and not w._stop:
-                batch = w.consumer.consume(num_messages=self.batch_size, timeout=self.s.poll_timeout_s)
-                for m in batch:
-                    err = m.error()
-                    if err is not None and err.fatal():
-                        raise_on_error(m)
-                mine = [m for m in batch if m.error() is None and self._planned_next(m)]
+            while todo and not w.stopped:
+                batch = w.bc.poll(self.batch_size, self.s.poll_timeout_s)
+                mine = [m for m in batch if self._planned_next(m)]
                 if not mine:
                     self._finish_caught_up(todo)
                     continue
@@ -344,7 +329,7 @@ class Backfill:
 
     def _finish_caught_up(self, todo: set[int]) -> None:
         """Retire partitions whose span is done; a position past the end counts too (control records)."""
-        c, topic = self.worker.consumer, self.request.source_topic
+        c, topic = self.worker.bc.consumer, self.request.source_topic
         for p in list(todo):
             s = self.spans[p]
             if not s.finished:
@@ -362,11 +347,3 @@ def _iso(meta: dict[str, Any] | None) -> str:
     if meta is None:
         return "?"
     return " .. ".join(datetime.fromtimestamp(int(meta[k]) / 1000, UTC).isoformat() for k in ("since", "until"))
-
-
-def _read_tag(metadata: str | None) -> dict[str, Any] | None:
-    try:
-        got = json.loads(metadata or "")
-    except ValueError:
-        return None
-    return got if isinstance(got, dict) else None

@@ -15,6 +15,7 @@ from pathlib import Path
 from rocksdict import Rdict
 
 from mmfeat.captioner import Caption
+from mmfeat.errors import StateError
 
 
 def content_key(media: bytes, prompt: str) -> str:
@@ -50,29 +51,48 @@ class CachedCaption:
 
 
 class DedupeStore:
-    """content key -> the caption a given captioner version produced for it."""
+    """content key -> the caption a given captioner version produced for it.
+
+    A store that cannot be read or written is a StateError (the disk, not a record, is at fault); an entry
+    that does not parse is a miss (captioned again and overwritten)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = Rdict(str(path))
+        try:
+            self._db = Rdict(str(path))
+        except Exception as e:  # rocksdict raises plain Exceptions (a lock held by another process, a corrupt store)
+            raise StateError(f"cannot open the dedupe store {path}: {e}") from e
+        self.path = path
 
     def has(self, key: str) -> bool:
-        return key in self._db
+        try:
+            return key in self._db
+        except Exception as e:
+            raise StateError(f"dedupe store {self.path}: {e}") from e
 
     def get(self, key: str, captioner_version: str | None) -> Caption | None:
         """A cached caption, only if it came from ``captioner_version`` (the one serving now)."""
         if captioner_version is None:
             return None
-        raw = self._db.get(key)
+        try:
+            raw = self._db.get(key)
+        except Exception as e:
+            raise StateError(f"dedupe store {self.path}: {e}") from e
         if raw is None:
             return None
-        entry = json.loads(raw)
-        if entry["v"] != captioner_version:
+        try:
+            entry = json.loads(raw)
+            if entry["v"] != captioner_version:
+                return None
+            return Caption(text=str(entry["text"]), token_ids=[int(i) for i in entry["ids"]])
+        except (ValueError, KeyError, TypeError):
             return None
-        return Caption(text=entry["text"], token_ids=list(entry["ids"]))
 
     def put(self, key: str, captioner_version: str, caption: Caption) -> None:
-        self._db[key] = json.dumps({"v": captioner_version, "text": caption.text, "ids": caption.token_ids})
+        try:
+            self._db[key] = json.dumps({"v": captioner_version, "text": caption.text, "ids": caption.token_ids})
+        except Exception as e:
+            raise StateError(f"dedupe store {self.path}: {e}") from e
 
     def close(self) -> None:
         self._db.close()

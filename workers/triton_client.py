@@ -11,7 +11,6 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +18,11 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from mmfeat.captioner import Caption, read_manifest
-from mmfeat.errors import CaptionerUnavailable, CaptionRejected, ConfigError, ServiceError
+from mmfeat.errors import CaptionerUnavailable, CaptionRejected, ConfigError, RecordError, ServiceError, as_record_error
 from mmfeat.settings import PROJECT_ROOT
+from workers.core import CaptionResult
 
 REJECTED = "StatusCode.INVALID_ARGUMENT"
-
-
-@dataclass(frozen=True)
-class CaptionResult:
-    caption: Caption
-    captioner_version: str
 
 
 class TritonCaptioner:
@@ -53,20 +47,18 @@ class TritonCaptioner:
             inputs.append(pr)
         return inputs
 
-    def _send_all(self, items: Sequence[tuple[bytes, str]]) -> list[CaptionResult | InferenceServerException]:
-        results: list[CaptionResult | InferenceServerException | None] = [None] * len(items)
+    def _send_all(self, items: Sequence[tuple[bytes, str]]) -> list[CaptionResult | InferenceServerException | RecordError]:
+        results: list[CaptionResult | InferenceServerException | RecordError | None] = [None] * len(items)
         done = threading.Semaphore(0)
 
         def callback(i: int):  # type: ignore[no-untyped-def]
             def on_done(result: grpcclient.InferResult | None, error: InferenceServerException | None) -> None:
-                if error is not None or result is None:
-                    results[i] = error or InferenceServerException("empty response")
-                else:
-                    ids = [int(t) for t in result.as_numpy("TOKEN_IDS").reshape(-1) if t >= 0]
-                    text = result.as_numpy("CAPTION").reshape(-1)[0].decode()
-                    version = result.as_numpy("CAPTIONER_VERSION").reshape(-1)[0].decode()
-                    results[i] = CaptionResult(Caption(text=text, token_ids=ids), version)
-                done.release()
+                try:
+                    results[i] = error if error is not None else _read_result(result)
+                except Exception as e:  # an answer we cannot read is this request's failure, not the batch's
+                    results[i] = as_record_error(e)
+                finally:
+                    done.release()
 
             return on_done
 
@@ -76,22 +68,25 @@ class TritonCaptioner:
             except InferenceServerException as e:
                 results[i] = e
                 done.release()
+            except Exception as e:  # building this one request failed (say, a prompt that is not UTF-8-encodable)
+                results[i] = as_record_error(e)
+                done.release()
         for _ in items:
             done.acquire()
         return [r for r in results if r is not None]
 
-    def caption_many(self, items: Sequence[tuple[bytes, str]]) -> list[CaptionResult | CaptionRejected]:
+    def caption_many(self, items: Sequence[tuple[bytes, str]]) -> list[CaptionResult | RecordError]:
         """Caption every (image, prompt); a per-image rejection is returned in its slot.
 
         Raises CaptionerUnavailable when requests keep failing and the server is not ready.
         """
-        out: list[CaptionResult | CaptionRejected | None] = [None] * len(items)
+        out: list[CaptionResult | RecordError | None] = [None] * len(items)
         todo = list(range(len(items)))
         for attempt in range(self.retries + 1):
             sent = self._send_all([items[i] for i in todo])
             retry = []
             for i, res in zip(todo, sent, strict=True):
-                if isinstance(res, CaptionResult):
+                if isinstance(res, CaptionResult | RecordError):
                     out[i] = res
                 elif res.status() == REJECTED:
                     out[i] = CaptionRejected(f"captioner rejected the image: {res.message()}")
@@ -124,6 +119,15 @@ class TritonCaptioner:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _read_result(result: grpcclient.InferResult | None) -> CaptionResult:
+    if result is None:
+        raise CaptionRejected("the captioner sent an empty response", reason="caption_failed")
+    ids = [int(t) for t in result.as_numpy("TOKEN_IDS").reshape(-1) if t >= 0]
+    text = result.as_numpy("CAPTION").reshape(-1)[0].decode("utf-8", "replace")
+    version = result.as_numpy("CAPTIONER_VERSION").reshape(-1)[0].decode("utf-8", "replace")
+    return CaptionResult(Caption(text=text, token_ids=ids), version)
 
 
 CAPTIONER_MODEL = PROJECT_ROOT / "triton_models" / "captioner"

@@ -1,6 +1,6 @@
 """Consumer, producer and admin construction, delivery tracking and error translation.
 
-This is the only module that knows librdkafka's dotted configuration keys.
+mmfeat/kafka/config.py maps our settings onto the clients' keys; only this package knows them.
 """
 
 from __future__ import annotations
@@ -14,37 +14,26 @@ from typing import Any, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from mmfeat.errors import KafkaIOError
+from mmfeat.errors import KafkaAuthError, KafkaIOError
+from mmfeat.kafka.config import ClientErrors, connection_config
 from mmfeat.settings import Settings
 
 Headers = list[tuple[str, str | bytes | None]]
 
 
-def connection_config(settings: Settings) -> dict[str, Any]:
-    """Map our settings onto librdkafka keys, in one place."""
-    if not settings.bootstrap_servers:
-        raise KafkaIOError("no Kafka broker: run `mmfeat up` or set MMFEAT_BOOTSTRAP_SERVERS")
-    conf: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap_servers,
-        "security.protocol": settings.security_protocol,
-        "log_level": settings.kafka_log_level,
-    }
-    if settings.sasl_mechanism:
-        conf["sasl.mechanism"] = settings.sasl_mechanism
-    if settings.sasl_username:
-        conf["sasl.username"] = settings.sasl_username
-    if settings.sasl_password:
-        conf["sasl.password"] = settings.sasl_password.get_secret_value()
-    return conf
-
-
 def make_consumer(
-    settings: Settings, group_id: str, *, on_stats: Callable[[str], None] | None = None, stats_interval_s: float = 5.0, **extra: Any
+    settings: Settings,
+    group_id: str,
+    *,
+    on_stats: Callable[[str], None] | None = None,
+    stats_interval_s: float = 5.0,
+    errors: ClientErrors | None = None,
+    **extra: Any,
 ) -> Consumer:
     """A consumer that never auto-commits: offsets are committed only after outputs are delivered.
 
     ``on_stats`` receives librdkafka's statistics JSON every ``stats_interval_s`` (consumer lag for metrics)."""
-    conf = connection_config(settings) | {
+    conf = connection_config(settings, errors or ClientErrors(f"consumer {group_id}")) | {
         "group.id": group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -59,9 +48,9 @@ def make_consumer(
     return Consumer(conf | extra)
 
 
-def make_producer(settings: Settings, **extra: Any) -> Producer:
+def make_producer(settings: Settings, *, errors: ClientErrors | None = None, **extra: Any) -> Producer:
     """An idempotent producer (acks=all): a retry cannot duplicate or reorder within a partition."""
-    conf = connection_config(settings) | {
+    conf = connection_config(settings, errors or ClientErrors("producer")) | {
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
@@ -71,8 +60,8 @@ def make_producer(settings: Settings, **extra: Any) -> Producer:
     return Producer(conf | extra)
 
 
-def make_admin(settings: Settings) -> AdminClient:
-    return AdminClient(connection_config(settings) | {"log_level": min(settings.kafka_log_level, 3)})
+def make_admin(settings: Settings, errors: ClientErrors | None = None) -> AdminClient:
+    return AdminClient(connection_config(settings, errors or ClientErrors("admin")) | {"log_level": min(settings.kafka_log_level, 3)})
 
 
 @dataclass(frozen=True)
@@ -88,8 +77,12 @@ class TopicSpec:
 
 def ensure_topics(settings: Settings, specs: Sequence[TopicSpec], timeout_s: float = 30.0) -> list[str]:
     """Create the topics that do not exist yet; return the names created. Idempotent."""
-    admin = make_admin(settings)
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    errors = ClientErrors("admin")
+    admin = make_admin(settings, errors)
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as e:
+        raise errors.explain(e) from e
     missing = [s for s in specs if s.name not in existing]
     if not missing:
         return []
@@ -122,10 +115,10 @@ def raise_on_error(msg: Message) -> None:
 
 @dataclass
 class OutRecord:
-    """One record to produce: topic, key, value, headers."""
+    """One record to produce: topic, key (a DLQ record keeps its source's raw key bytes), value, headers."""
 
     topic: str
-    key: str
+    key: str | bytes | None
     value: bytes
     headers: Headers = field(default_factory=list)
     event_time_s: float | None = None  # when what it reports on happened (freshness metrics); not sent
@@ -134,11 +127,18 @@ class OutRecord:
 class DeliveryTracker:
     """Produces a batch and waits until every record is acknowledged or one failed."""
 
-    def __init__(self, producer: Producer) -> None:
+    def __init__(self, producer: Producer, errors: ClientErrors | None = None) -> None:
         self._producer = producer
+        self._errors_cb = errors
         self._lock = threading.Lock()
         self._pending = 0
         self._errors: list[str] = []
+
+    @classmethod
+    def of(cls, settings: Settings) -> DeliveryTracker:
+        """A tracker over a producer of its own, which stops on refused credentials instead of retrying."""
+        errors = ClientErrors("producer")
+        return cls(make_producer(settings, errors=errors), errors)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         with self._lock:
@@ -154,9 +154,8 @@ class DeliveryTracker:
                 self._pending += 1
             while True:
                 try:
-                    self._producer.produce(
-                        rec.topic, key=rec.key.encode(), value=rec.value, headers=rec.headers, on_delivery=self._on_delivery
-                    )
+                    key = rec.key.encode() if isinstance(rec.key, str) else rec.key
+                    self._producer.produce(rec.topic, key=key, value=rec.value, headers=rec.headers, on_delivery=self._on_delivery)
                     break
                 except BufferError:
                     self._producer.poll(0.1)  # local queue full: serve callbacks, then retry
@@ -164,6 +163,8 @@ class DeliveryTracker:
         deadline = time.monotonic() + timeout_s
         while True:
             remaining = self._producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
+            if self._errors_cb is not None:
+                self._errors_cb.raise_if_fatal()  # refused credentials: no retry can help
             with self._lock:
                 pending, errors = self._pending, list(self._errors)
             if errors:
@@ -173,6 +174,10 @@ class DeliveryTracker:
                 return n
             if time.monotonic() >= deadline:
                 raise KafkaIOError(f"{pending} record(s) not acknowledged within {timeout_s:.0f}s")
+
+    def flush(self, timeout_s: float) -> int:
+        """Wait for what is in flight (at shutdown); return how many records are still queued."""
+        return int(self._producer.flush(timeout_s))
 
 
 def commit_offsets(consumer: Consumer, messages: Sequence[Message], metadata: Callable[[str, int], str] | None = None) -> None:
@@ -192,6 +197,9 @@ def commit_offsets(consumer: Consumer, messages: Sequence[Message], metadata: Ca
     try:
         consumer.commit(offsets=offsets, asynchronous=False)
     except KafkaException as e:
+        code = e.args[0].code() if e.args else None
+        if code in (KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.TOPIC_AUTHORIZATION_FAILED):
+            raise KafkaAuthError(f"commit refused: {e.args[0].str()}") from e
         raise KafkaIOError(f"commit failed: {e.args[0].str()}") from e
 
 

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from mmfeat.errors import KafkaIOError
-from mmfeat.kafka.client import connection_config, coords, decode_headers
+from mmfeat.kafka.client import coords, decode_headers
+from mmfeat.kafka.config import ClientErrors, connection_config
 from mmfeat.settings import Settings
 
 
@@ -46,9 +47,13 @@ def read_topic(
 ) -> Iterator[TopicRecord]:
     """Records of ``topic`` from the start. Stops at the end offsets seen when it began (unless
     ``follow``), after ``max_records``, or when nothing new arrives for ``timeout_s`` seconds."""
-    consumer = Consumer(connection_config(settings) | {"group.id": "mmfeat-reader", "enable.auto.commit": False})
+    errors = ClientErrors(f"reader of {topic}")
+    consumer = Consumer(connection_config(settings, errors) | {"group.id": "mmfeat-reader", "enable.auto.commit": False})
     try:
-        meta = consumer.list_topics(topic, timeout=10)
+        try:
+            meta = consumer.list_topics(topic, timeout=10)
+        except KafkaException as e:
+            raise errors.explain(e) from e
         tmeta = meta.topics.get(topic)
         if tmeta is None or tmeta.error is not None:
             raise KafkaIOError(f"topic {topic} does not exist on {settings.bootstrap_servers}")
@@ -60,6 +65,7 @@ def read_topic(
         last = time.monotonic()
         while (follow or todo) and (max_records is None or n < max_records):
             msg = consumer.poll(0.2)
+            errors.raise_if_fatal()
             if msg is None:
                 if time.monotonic() - last > timeout_s:
                     return

@@ -97,7 +97,7 @@ def test_malformed_records_go_to_the_dlq_and_the_worker_keeps_going(
         ("ok-http", enc(upload("ok-http", media_uri=f"http://{image_server}/good.png")), None),
         ("ok-2", enc(upload("ok-2", media_b64=inline(good[2].read_bytes()))), None),
     ]
-    tracker = DeliveryTracker(make_producer(s))
+    tracker = DeliveryTracker.of(s)
     tracker.produce_all([OutRecord(s.uploads_topic, k, v) for k, v, _ in cases if v is not None], 30)
     producer = make_producer(s)  # a tombstone (null value) needs the raw client
     producer.produce(s.uploads_topic, key=b"tombstone", value=None)

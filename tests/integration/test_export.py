@@ -15,8 +15,8 @@ from mmfeat.kafka.client import OutRecord
 from mmfeat.produce import engagement_records, send_records
 from mmfeat.profile import build_profiles, features_at
 from mmfeat.settings import Settings
-from streams.app import profile_config
 from streams.offline import valid_engagements
+from streams.rules import profile_config
 from tests.integration.conftest import records, run_cli
 
 START = datetime(2026, 11, 1, tzinfo=UTC)

@@ -25,9 +25,10 @@ from mmfeat.schemas import DlqRecordV1, UnmatchedEngagementV1, UserProfileV1
 from mmfeat.services import free_port
 from mmfeat.settings import Settings
 from mmfeat.tokenizers import load_tokenizers
-from streams.app import app_topic_specs, internal_topics, profile_config
+from streams.app import app_topic_specs, internal_topics
 from streams.client import UnknownUser, fetch_profile
 from streams.offline import recompute_profiles
+from streams.rules import profile_config
 from tests.integration.conftest import records, run_cli, sample, scrape, start_cli, wait_for
 
 START = datetime(2026, 11, 1, tzinfo=UTC)

@@ -1,0 +1,298 @@
+"""The caption worker's pure core: a micro-batch of consumed records in, exactly one outcome per record out.
+
+No Kafka here. The loop (workers/worker.py) consumes, calls ``CaptionCore.run``, produces each outcome's
+record, and commits after delivery; the backfill drives the same core with parts of its own.
+
+Every per-record step (unwrap, parse, validate, fetch, probe, cache lookup, caption, build, encode) runs
+inside one boundary, ``_guarded``: any exception about one record becomes that record's DLQ outcome
+(``internal_error`` with the exception class when nothing more specific applies). Only infrastructure
+errors (``InfraError``: Triton unavailable, the local store broken) leave ``run``; the loop pauses or
+stops on those. A batch-wide captioner failure that is not Triton being down is retried one record at a
+time, so that one record's defect is that record's DLQ entry, not the batch's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import partial
+from typing import Protocol, TypeVar
+
+from mmfeat.captioner import Caption
+from mmfeat.errors import RecordError, RecordRef, as_record_error
+from mmfeat.features import FeatureBuilder, encode_feature, lineage_headers
+from mmfeat.kafka.client import Headers, OutRecord
+from mmfeat.schemas import (
+    H_DEDUPE,
+    H_FEATURED_AT,
+    H_REASON,
+    H_SOURCE,
+    DeferredRecordV1,
+    UploadV1,
+    dlq_record,
+    encode_record,
+    now_utc,
+    parse_upload,
+    peek_item_id,
+)
+from mmfeat.untrusted import clean
+
+log = logging.getLogger("mmfeat.worker")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One consumed record, as the core sees it: where it came from and its raw bytes."""
+
+    ref: RecordRef
+    key: bytes | None
+    value: bytes | None
+
+
+class Kind(StrEnum):
+    FEATURE = "feature"
+    DEFERRED = "deferred"
+    DLQ = "dlq"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one upload: the record to produce, and why (DLQ and deferred reasons)."""
+
+    kind: Kind
+    ref: RecordRef
+    record: OutRecord
+    reason: str | None = None
+    dedupe_hit: bool = False
+
+
+@dataclass(frozen=True)
+class CaptionResult:
+    caption: Caption
+    captioner_version: str
+
+
+class Captioner(Protocol):
+    """What the core needs of the captioner (workers/triton_client.py on Triton; a fake in unit tests)."""
+
+    def caption_many(self, items: Sequence[tuple[bytes, str]]) -> list[CaptionResult | RecordError]:
+        """One result per (media, prompt), in order; raises CaptionerUnavailable when the service is down."""
+        ...
+
+    def probe_version(self) -> str: ...
+
+    def ready(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class CaptionCache(Protocol):
+    """Content key -> caption of a captioner version (workers/gate.py's DedupeStore; a dict in unit tests)."""
+
+    def has(self, key: str) -> bool: ...
+
+    def get(self, key: str, captioner_version: str | None) -> Caption | None: ...
+
+    def put(self, key: str, captioner_version: str, caption: Caption) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Budget(Protocol):
+    def try_take(self, n: float = 1.0) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Topics:
+    features: str
+    deferred: str
+    dlq: str
+
+
+@dataclass
+class Parts:
+    """Everything the core calls out to, injected: the live worker and a backfill differ only here."""
+
+    captioner: Captioner
+    cache: CaptionCache
+    builder: FeatureBuilder
+    fetch: Callable[[UploadV1], bytes]
+    probe: Callable[[UploadV1, bytes], object]  # refuses what the media kind cannot take (raises MediaRejected)
+    content_key: Callable[[bytes], str]
+    topics: Topics
+    budget: Budget | None = None  # None: never defer (a backfill paces itself instead)
+    prompt: str = ""
+    max_record_bytes: int = 16 * 1024 * 1024
+    unwrap: Callable[[bytes], bytes] = lambda raw: raw  # the upload a consumed value carries
+
+
+@dataclass
+class _Work:
+    """One admitted upload on its way to an outcome."""
+
+    inc: Incoming
+    ref: RecordRef
+    raw: bytes  # the upload's JSON
+    upload: UploadV1
+    media: bytes
+    key: str
+    result: CaptionResult | None = None
+    dedupe_hit: bool = False
+
+
+@dataclass
+class Stats:
+    features: int = 0
+    deferred: int = 0
+    dlq: int = 0
+    dedupe_hits: int = 0
+    dlq_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def handled(self) -> int:
+        return self.features + self.deferred + self.dlq
+
+    def count(self, outcomes: Sequence[Outcome]) -> None:
+        for o in outcomes:
+            if o.kind is Kind.FEATURE:
+                self.features += 1
+                self.dedupe_hits += o.dedupe_hit
+            elif o.kind is Kind.DEFERRED:
+                self.deferred += 1
+            else:
+                self.dlq += 1
+                self.dlq_reasons[o.reason or "?"] = self.dlq_reasons.get(o.reason or "?", 0) + 1
+
+
+class CaptionCore:
+    def __init__(self, parts: Parts, on_call: Callable[[float, int], None] | None = None) -> None:
+        self.p = parts
+        self.on_call = on_call  # (seconds, images) of each captioner call, for metrics
+        self.captioner_version: str | None = None  # learned from answers, or one probe before trusting the cache
+
+    # ---- the boundary -------------------------------------------------------------------------
+
+    def dlq(self, inc: Incoming, ref: RecordRef, err: RecordError) -> Outcome:
+        """The DLQ outcome of a record: built from what is known for sure, so it cannot fail itself."""
+        log.warning("DLQ %s: %s: %s", ref, clean(err.reason, 64), clean(err, 500))
+        value = dlq_record(ref, err, inc.key, inc.value).model_dump_json().encode()
+        headers: Headers = [(H_SOURCE, str(ref).encode()), (H_REASON, clean(err.reason, 64).encode())]
+        return Outcome(Kind.DLQ, ref, OutRecord(self.p.topics.dlq, inc.key, value, headers), reason=err.reason)
+
+    def _guarded(self, inc: Incoming, ref: RecordRef, step: Callable[[], T]) -> T | Outcome:
+        try:
+            return step()
+        except Exception as e:  # the boundary: InfraError is re-raised by as_record_error, the rest is this record's
+            return self.dlq(inc, ref, as_record_error(e))
+
+    # ---- steps ----------------------------------------------------------------------------------
+
+    def _admit(self, inc: Incoming) -> _Work:
+        if inc.value is None:
+            raise RecordError("record has no value (tombstone)", reason="schema")
+        if len(inc.value) > self.p.max_record_bytes:
+            raise RecordError(f"record is {len(inc.value)} bytes, over the {self.p.max_record_bytes}-byte limit", reason="record_too_large")
+        raw = self.p.unwrap(inc.value)
+        upload = parse_upload(raw)
+        ref = RecordRef(inc.ref.topic, inc.ref.partition, inc.ref.offset, upload.item_id)
+        media = self.p.fetch(upload)
+        self.p.probe(upload, media)  # refuse bombs and non-images before Triton
+        return _Work(inc, ref, raw, upload, media, self.p.content_key(media))
+
+    def _cached(self, w: _Work) -> None:
+        cached = self.p.cache.get(w.key, self.captioner_version)
+        if cached is not None:
+            assert self.captioner_version is not None
+            w.result, w.dedupe_hit = CaptionResult(cached, self.captioner_version), True
+
+    def _caption(self, todo: list[list[_Work]]) -> dict[int, CaptionResult | RecordError]:
+        """Caption the first upload of each group; a result per group index. Raises InfraError only."""
+        items = [(group[0].media, self.p.prompt) for group in todo]
+        if not items:
+            return {}
+        began = time.monotonic()
+        try:
+            results: list[CaptionResult | RecordError] = self.p.captioner.caption_many(items)
+            if len(results) != len(items):
+                raise RuntimeError(f"captioner answered {len(results)} results for {len(items)} requests")
+        except Exception as e:
+            as_record_error(e)  # re-raises InfraError (Triton down: pause and retry the batch)
+            log.warning("captioner call failed for a batch of %d (%s): captioning one at a time", len(items), clean(e, 200))
+            results = []
+            for item in items:
+                try:
+                    results.extend(self.p.captioner.caption_many([item]))
+                except Exception as one:
+                    results.append(as_record_error(one))
+        if self.on_call is not None:
+            self.on_call(time.monotonic() - began, len(items))
+        return dict(enumerate(results))
+
+    def _feature(self, w: _Work) -> Outcome:
+        assert w.result is not None
+        record = self.p.builder.build(w.upload, w.result.caption, w.result.captioner_version, w.key)
+        headers: Headers = [
+            *lineage_headers(record),
+            (H_FEATURED_AT, now_utc().isoformat().encode()),
+            (H_SOURCE, str(w.ref).encode()),
+            (H_DEDUPE, b"hit" if w.dedupe_hit else b"miss"),
+        ]
+        out = OutRecord(self.p.topics.features, record.item_id, encode_feature(record), headers, record.upload_created_at.timestamp())
+        return Outcome(Kind.FEATURE, w.ref, out, dedupe_hit=w.dedupe_hit)
+
+    def _deferred(self, w: _Work) -> Outcome:
+        rec = DeferredRecordV1(
+            item_id=w.upload.item_id, reason="budget", upload_json=w.raw.decode(), source=str(w.ref), deferred_at=now_utc()
+        )
+        log.info("deferred %s: captioner budget exhausted", w.ref)
+        headers: Headers = [(H_SOURCE, str(w.ref).encode()), (H_REASON, b"budget")]
+        return Outcome(Kind.DEFERRED, w.ref, OutRecord(self.p.topics.deferred, w.upload.item_id, encode_record(rec), headers), "budget")
+
+    # ---- one micro-batch ----------------------------------------------------------------------
+
+    def run(self, batch: Sequence[Incoming]) -> list[Outcome]:
+        """Exactly one outcome per record, in input order. Raises InfraError (the caller pauses or stops)."""
+        slots: list[_Work | Outcome] = []
+        for inc in batch:
+            ref = RecordRef(inc.ref.topic, inc.ref.partition, inc.ref.offset, peek_item_id(inc.value))
+            slots.append(self._guarded(inc, ref, partial(self._admit, inc)))
+        work = [w for w in slots if isinstance(w, _Work)]
+        if self.captioner_version is None and any(self.p.cache.has(w.key) for w in work):
+            self.captioner_version = self.p.captioner.probe_version()  # a cache entry is only good for this version
+        for i, slot in enumerate(slots):
+            if isinstance(slot, _Work):
+                got = self._guarded(slot.inc, slot.ref, partial(self._cached, slot))
+                if isinstance(got, Outcome):
+                    slots[i] = got
+        work = [w for w in slots if isinstance(w, _Work)]
+        # identical content within the batch shares one request; the budget is one token per captioner call
+        groups: dict[str, list[_Work]] = {}
+        for w in work:
+            if w.result is None:
+                groups.setdefault(w.key, []).append(w)
+        allowed = [k for k in groups if self.p.budget is None or self.p.budget.try_take()]
+        deferred = {id(w) for k in groups if k not in set(allowed) for w in groups[k]}
+        rejected: dict[int, RecordError] = {}
+        for i, res in self._caption([groups[k] for k in allowed]).items():
+            group = groups[allowed[i]]
+            if isinstance(res, CaptionResult):
+                self.captioner_version = res.captioner_version
+                self.p.cache.put(group[0].key, res.captioner_version, res.caption)
+                for n, w in enumerate(group):
+                    w.result, w.dedupe_hit = res, n > 0
+            else:
+                rejected.update((id(w), res) for w in group)
+        out: list[Outcome] = []
+        for slot in slots:
+            if isinstance(slot, Outcome):
+                out.append(slot)
+            elif id(slot) in rejected:
+                out.append(self.dlq(slot.inc, slot.ref, rejected[id(slot)]))
+            else:
+                step = self._deferred if id(slot) in deferred else self._feature
+                out.append(self._guarded(slot.inc, slot.ref, partial(step, slot)))
+        return out

@@ -28,7 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Multimedia uploads to recommendation features, on Kafka and Triton.",
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one message, one line: no wrapping at the terminal's width
 out = Console(highlight=False)
 
 _flags: dict[str, Any] = {}

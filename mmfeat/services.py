@@ -141,13 +141,18 @@ class KafkaPlan:
         return f"127.0.0.1:{self.port}"
 
 
-def start_kafka(plan: KafkaPlan, cache_dir: Path) -> subprocess.Popen[bytes]:
-    """Format KRaft storage on first use and start the broker detached from our process group."""
+def start_kafka(
+    plan: KafkaPlan, cache_dir: Path, *, properties: str = KAFKA_PROPERTIES, format_args: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """Format KRaft storage on first use and start the broker detached from our process group.
+
+    ``properties`` is a template of server.properties (``{port}``, ``{controller}``, ``{data}``); ``format_args``
+    go to the storage format (say, ``--add-scram`` credentials of a secured test broker)."""
     libs = kafka_libs(cache_dir)
     plan.dir.mkdir(parents=True, exist_ok=True)
     data = plan.dir / "data"
     props = plan.dir / "server.properties"
-    props.write_text(KAFKA_PROPERTIES.format(port=plan.port, controller=plan.controller_port, data=data))
+    props.write_text(properties.format(port=plan.port, controller=plan.controller_port, data=data))
     log4j = plan.dir / "log4j2.properties"
     log4j.write_text(LOG4J2.format(log=plan.dir / "server.log"))
     java = ["java", "-Xms256m", "-Xmx1g", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
@@ -155,7 +160,7 @@ def start_kafka(plan: KafkaPlan, cache_dir: Path) -> subprocess.Popen[bytes]:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         # "--cluster-id=ID", not "-t ID": a urlsafe id may start with "-" and then reads as an option (1 start in 64 failed).
         _run(
-            [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props), "--standalone"],
+            [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props), "--standalone", *format_args],
             "formatting Kafka storage",
         )
     out = open(plan.dir / "stdout.log", "ab")  # noqa: SIM115 - handed to the child
@@ -242,7 +247,7 @@ def start_triton(plan: TritonPlan, cache_dir: Path) -> subprocess.Popen[bytes]:
     plan.dir.mkdir(parents=True, exist_ok=True)
     cmd = [str(binary)]
     for repo in plan.model_repositories:
-        cmd += ["--model-repository", str(repo)]
+        cmd += ["--model-repository", str(Path(repo).resolve())]
     cmd += [
         "--backend-directory", str(triton_backend_dir(cache_dir)),
         "--http-address", "127.0.0.1", "--http-port", str(plan.http_port),
@@ -255,7 +260,9 @@ def start_triton(plan: TritonPlan, cache_dir: Path) -> subprocess.Popen[bytes]:
         "--log-verbose", "0",
     ]  # fmt: skip
     out = open(plan.dir / "tritonserver.log", "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=triton_env(), start_new_session=True)
+    # cwd: the Python backend stub finds `mmfeat` through its working directory, not PYTHONPATH, so `mmfeat up`
+    # run from outside the checkout would serve nothing (ModuleNotFoundError in the stub)
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=triton_env(), start_new_session=True, cwd=PROJECT_ROOT)
 
 
 def triton_ready(http_url: str, model: str | None = None, timeout_s: float = 2.0) -> bool:

@@ -55,7 +55,7 @@ def install_log_escaping() -> None:
                 message = record.getMessage()
             except Exception:  # a bad format string: let logging report it as it would
                 return record
-            record.msg, record.args = clean(message, 4000), None
+            record.msg, record.args = clean(message, 4000), ()
         return record
 
     logging.setLogRecordFactory(factory)

@@ -187,7 +187,10 @@ class CaptionCore:
         try:
             return step()
         except Exception as e:  # the boundary: InfraError is re-raised by as_record_error, the rest is this record's
-            return self.dlq(inc, ref, as_record_error(e))
+            err = as_record_error(e)
+            if err.reason == "internal_error":  # a defect of ours: its traceback, for whoever fixes it (-v)
+                log.debug("internal error on %s", ref, exc_info=e)
+            return self.dlq(inc, ref, err)
 
     # ---- steps ----------------------------------------------------------------------------------
 

@@ -95,7 +95,10 @@ def parse_uri(uri: str) -> Target:
     """Parse a media URI, the one parse every later step uses; refuse what is malformed. Pure: no I/O."""
     if not _URI_CHARS.match(uri):
         raise _denied(f"URI holds a character not allowed in a URI (space, control or non-ASCII): {uri}")
-    parts = urllib.parse.urlsplit(uri)
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError as e:  # "Invalid IPv6 URL" and the like
+        raise _denied(f"malformed URI ({e}): {uri}") from e
     scheme = parts.scheme.lower()
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):

@@ -82,7 +82,7 @@ def ensure_topics(settings: Settings, specs: Sequence[TopicSpec], timeout_s: flo
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as e:
-        raise errors.explain(e) from e
+        raise errors.explain(e, admin) from e
     missing = [s for s in specs if s.name not in existing]
     if not missing:
         return []

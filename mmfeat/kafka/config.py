@@ -66,8 +66,15 @@ class ClientErrors:
             raise KafkaAuthError(f"kafka {self.what}: the cluster refused us: {clean(err.str(), 300)}; {_HINT}")
         raise KafkaIOError(f"kafka {self.what}: fatal error: {clean(err.str(), 300)}")
 
-    def explain(self, e: Exception) -> KafkaIOError:
-        """A client call failed: our error for it, naming an authentication failure when that is the cause."""
+    def explain(self, e: Exception, client: Any = None) -> KafkaIOError:
+        """A client call failed: our error for it, naming an authentication failure when that is the cause.
+
+        ``client``'s queued callbacks are served first: a blocking call such as list_topics does not serve
+        them, so the error callback may not have seen the refusal yet."""
+        if client is not None and self.fatal is None:
+            deadline = time.monotonic() + 2.0
+            while self.fatal is None and time.monotonic() < deadline:
+                client.poll(0.1)
         try:
             self.raise_if_fatal()
         except KafkaIOError as fatal:

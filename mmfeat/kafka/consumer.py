@@ -102,7 +102,7 @@ class BatchConsumer:
         try:
             batch = self.consumer.consume(num_messages=self.batch_limit(n), timeout=timeout_s)
         except KafkaException as e:
-            raise self.errors.explain(e) from e
+            raise self.errors.explain(e, self.consumer) from e
         self.errors.raise_if_fatal()
         good = []
         for m in batch:

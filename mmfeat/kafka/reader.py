@@ -53,7 +53,7 @@ def read_topic(
         try:
             meta = consumer.list_topics(topic, timeout=10)
         except KafkaException as e:
-            raise errors.explain(e) from e
+            raise errors.explain(e, consumer) from e
         tmeta = meta.topics.get(topic)
         if tmeta is None or tmeta.error is not None:
             raise KafkaIOError(f"topic {topic} does not exist on {settings.bootstrap_servers}")

@@ -25,6 +25,7 @@ from mmfeat.kafka.client import TopicSpec, ensure_topics, make_consumer
 from mmfeat.kafka.reader import TopicRecord, read_topic
 from mmfeat.settings import DEFAULT_CAPTIONER, PROJECT_ROOT, Settings, load_settings
 from streams.app import app_topic_specs
+from tests import resolver_guard
 
 OPENCLIPART = Path("/usr/share/openclipart/png")
 
@@ -148,16 +149,32 @@ def wait_for(cond: Any, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
+GUARD_LOG = Path(os.environ.get("TMPDIR", "/tmp")) / f"mmfeat-resolver-guard-{os.getpid()}.log"
+
+
+def cli_env(s: Settings) -> dict[str, str]:
+    """A subprocess's environment: these settings, the checkout, and the resolver guard (tests/guard/sitecustomize.py)."""
+    path = f"{PROJECT_ROOT / 'tests' / 'guard'}:{PROJECT_ROOT}"
+    return {**os.environ, **s.to_env(), "PYTHONPATH": path, resolver_guard.LOG_ENV: str(GUARD_LOG)}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_lookup_in_subprocesses() -> Iterator[None]:
+    GUARD_LOG.unlink(missing_ok=True)
+    yield
+    refused = GUARD_LOG.read_text() if GUARD_LOG.exists() else ""
+    GUARD_LOG.unlink(missing_ok=True)
+    assert refused == "", f"subprocesses looked up names off the machine: {refused}"
+
+
 def start_cli(s: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
     """`mmfeat <args>` in a subprocess with these settings, output appended to ``log``."""
-    env = {**os.environ, **s.to_env(), "PYTHONPATH": str(PROJECT_ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "mmfeat", *args], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen([sys.executable, "-m", "mmfeat", *args], env=cli_env(s), stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
 def run_cli(s: Settings, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     """`mmfeat <args>` to completion with these settings; stdout and stderr captured."""
-    env = {**os.environ, **s.to_env(), "PYTHONPATH": str(PROJECT_ROOT)}
-    return subprocess.run([sys.executable, "-m", "mmfeat", *args], env=env, capture_output=True, text=True, timeout=timeout_s)
+    return subprocess.run([sys.executable, "-m", "mmfeat", *args], env=cli_env(s), capture_output=True, text=True, timeout=timeout_s)
 
 
 @pytest.fixture

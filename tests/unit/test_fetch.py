@@ -99,3 +99,53 @@ def test_missing_file_is_a_fetch_error(tmp_path: Path) -> None:
     with pytest.raises(FetchError) as e:
         fetch_media(upload(media_uri=(tmp_path / "nope.png").as_uri()), policy(tmp_path))
     assert e.value.reason == "fetch_failed"
+
+
+@pytest.mark.parametrize(
+    ("uri", "says"),
+    [
+        ("http://name.invalid:1@127.0.0.1:8080/x.png", "userinfo"),
+        ("http://user@media.example.com/x.png", "userinfo"),
+        ("http://media.example.com:99999/x.png", "port"),
+        ("http://media.example.com:-1/x.png", "port"),
+        ("http://media.example.com:8o/x.png", "port"),
+        ("http://media.example.com/a b.png", "character"),
+        ("http://media.example.com/\u00e9.png", "character"),
+        ("file:///tmp/a%00b.png", "absolute path"),
+        ("http://[::1/x.png", "IPv6|malformed"),
+        ("http://exa_mple.com/x.png", "malformed host"),
+    ],
+)
+def test_malformed_uris_are_refused_by_the_one_parser(tmp_path: Path, uri: str, says: str) -> None:
+    with pytest.raises(FetchError, match=says) as e:
+        fetch_media(upload(media_uri=uri), policy(tmp_path, hosts=("media.example.com", "127.0.0.1:8080")))
+    assert e.value.reason == "uri_denied"
+    assert "\n" not in str(e.value)
+
+
+def test_what_the_allow_list_checks_is_what_is_connected_to(tmp_path: Path) -> None:
+    target = check_uri("http://MEDIA.example.com:8080/a/b.png?x=1#frag", policy(tmp_path, hosts=("media.example.com",)))
+    assert (target.host, target.port, target.request_target) == ("media.example.com", 8080, "/a/b.png?x=1")
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(FetchError, match="not a regular file") as e:  # open() on a FIFO would block forever
+        fetch_media(upload(media_uri=fifo.as_uri()), policy(tmp_path))
+    assert e.value.reason == "uri_denied"
+
+
+def test_a_directory_and_a_device_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(FetchError, match="not a regular file"):
+        fetch_media(upload(media_uri=(tmp_path / "dir.png").as_uri()), FetchPolicy.of([tmp_path], (), 1000, 1.0))
+    with pytest.raises(FetchError, match="not a regular file"):
+        fetch_media(upload(media_uri="file:///dev/zero"), FetchPolicy.of([Path("/dev")], (), 1000, 1.0))
+
+
+def test_only_allow_listed_names_reach_the_resolver(tmp_path: Path, no_network: list[object]) -> None:
+    for uri in ("http://name.invalid:1@127.0.0.1:8080/x", "http://evil.example.org/x", "http://127.0.0.1:8081/x"):
+        with pytest.raises(FetchError):
+            fetch_media(upload(media_uri=uri), policy(tmp_path, hosts=("127.0.0.1:8080",)))
+    assert no_network == []  # refused before any lookup

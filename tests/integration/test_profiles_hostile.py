@@ -1,0 +1,90 @@
+"""The profiles app under hostile records, on the real broker: every bad engagement, feature record or internal
+message ends in the DLQ with its reason, no agent crashes, the features-first gate opens although the
+features partitions end in bad records, and everything the app publishes or answers is strict JSON its
+schema reads back."""
+
+from __future__ import annotations
+
+import json
+import signal
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mmfeat.kafka.client import make_producer
+from mmfeat.produce import send_records
+from mmfeat.schemas import DlqRecordV1, UserProfileV1
+from mmfeat.settings import Settings
+from streams.app import internal_topics
+from streams.offline import recompute_profiles
+from streams.rules import profile_config
+from tests.integration.conftest import records
+from tests.integration.test_profiles import ProfilesApp, features, item_tokens, send_engagements, wait_converged
+
+
+@pytest.fixture
+def app(ps: Settings, tmp_path: Path) -> Iterator[ProfilesApp]:
+    a = ProfilesApp(ps, tmp_path / "profiles.log")
+    try:
+        yield a
+    finally:
+        a.stop(signal.SIGKILL)
+
+
+def strict_json(raw: bytes) -> object:
+    def refuse(name: str) -> None:
+        raise ValueError(f"non-JSON constant {name}")
+
+    return json.loads(raw, parse_constant=refuse)
+
+
+def test_hostile_records_reach_the_dlq_and_the_gate_still_opens(ps: Settings, app: ProfilesApp) -> None:
+    assert ps.features_first_timeout_s >= 600  # a gate stuck on a DLQ'd record would outlast this test
+    items = item_tokens(10)
+    send_records(ps, features(ps, items))
+    base = {"item_id": "it-x", "captioner_version": "c@1"}
+    bad_features = {
+        "it-versions-list": {**base, "token_ids": {"word": [3]}, "tokenizer_versions": ["w@1"]},
+        "it-bool-ids": {**base, "token_ids": {"word": [True, 4]}},
+        "it-negative": {**base, "token_ids": {"word": [-7]}},
+        "it-huge": {**base, "token_ids": {"word": [10**22]}},
+    }
+    producer = make_producer(ps)
+    for key, value in bad_features.items():
+        producer.produce(ps.features_topic, key=key.encode(), value=json.dumps(value).encode())
+    for part in (0, 1):  # each features partition ends in a bad record
+        producer.produce(ps.features_topic, key=b"it-deep", value=b'{"token_ids": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", partition=part)
+    evs = send_engagements(ps, users=6, items=list(items), n=150, seed=5)
+    good = evs[0].model_dump(mode="json", exclude_none=True)
+    bad_engagements = [
+        (b'{"user_id": "u1", "x": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", "bad_json"),
+        (json.dumps({**good, "item_id": "it-\ud800"}).encode(), "bad_json"),
+        (json.dumps({**good, "event": "time_spent", "value": 1e308}).encode(), "bad_value"),
+    ]
+    for raw, _ in bad_engagements:
+        producer.produce(ps.engagements_topic, key=b"u1", value=raw)
+    names = internal_topics(ps)
+    producer.produce(names["by_item"], key=b"it-0", value=b"\x00garbage")  # internal topics are inputs too
+    producer.produce(names["by_user"], key=b"u1", value=json.dumps({"e": {"id": "x"}, "tokens": [1]}).encode())
+    assert producer.flush(10) == 0
+
+    app.start()
+    truth = recompute_profiles(ps, profile_config(ps))
+    assert sum(p.applied for p in truth.values()) == len(evs)
+    wait_converged(app, truth, 150)
+
+    dlq = [DlqRecordV1.model_validate_json(r.value or b"") for r in records(ps, ps.engagements_dlq_topic)]
+    want = Counter({"bad_features": len(bad_features), "bad_json": 2 + 2, "bad_value": 1, "schema": 2})
+    assert Counter(d.reason for d in dlq) == want
+    assert {d.source_topic for d in dlq if d.reason == "schema"} == {names["by_item"], names["by_user"]}
+    log = app.log_text()
+    assert "Traceback" not in log and "crashed" not in log.lower()
+    assert all("\n" not in d.error_message for d in dlq)
+
+    for rec in records(ps, ps.profiles_topic):  # every published profile is strict JSON its schema reads back
+        UserProfileV1.model_validate_json(json.dumps(strict_json(rec.value or b"")))
+    with urllib.request.urlopen(f"{app.url}/profiles/u0", timeout=5) as r:
+        UserProfileV1.model_validate_json(json.dumps(strict_json(r.read())))

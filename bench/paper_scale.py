@@ -19,9 +19,11 @@ from pathlib import Path
 import torch
 
 from bench.run import bench_captioner, write_result
-from mmfeat.lite_captioner import LiteCaptioner, LiteConfig, WordVocab, save_model_dir
+from captioner.configuration import LiteConfig
+from captioner.modeling.lite import LiteCaptioner, save_model_dir
+from captioner.processing import WordVocab
+from captioner.training.train import caption_words
 from mmfeat.settings import PROJECT_ROOT
-from mmfeat.train_captioner import caption_words
 
 # LLaMA-2 shapes at ~1.4B parameters: 28 layers of width 2048 (16 heads), MLP 5632; BLIP-2's Q-Former width.
 PAPER = LiteConfig(hidden=768, qformer_layers=6, llm_hidden=2048, llm_intermediate=5632, llm_layers=28, heads=16, queries=32,

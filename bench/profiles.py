@@ -25,14 +25,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from tqdm import tqdm
 
-from mmfeat.demo import percentile
+from mmfeat.cli.demo import percentile
+from mmfeat.cli.produce import engagement_records, send_records, synthetic_engagements
+from mmfeat.cli.services import free_port
 from mmfeat.engagements import EngagementV1
 from mmfeat.kafka.client import DeliveryTracker, OutRecord, ensure_topics, topic_size
 from mmfeat.kafka.reader import read_topic
-from mmfeat.produce import engagement_records, send_records, synthetic_engagements
-from mmfeat.services import free_port
 from mmfeat.settings import PROJECT_ROOT, Settings
-from streams.app import app_topic_specs
+from mmfeat.topics import app_topics
 from streams.client import profiles_app
 
 
@@ -120,7 +120,7 @@ def bench_profiles(s: Settings, n: int, load_n: int, users: int = 500, items: in
             "features_topic": "bench.item-features",
         }
     )
-    ensure_topics(s, app_topic_specs(s))
+    ensure_topics(s, app_topics(s))
     item_ids = [f"it-{i}" for i in range(items)]
     feats = [
         OutRecord(

@@ -31,12 +31,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mmfeat import services
-from mmfeat.captioner import read_manifest
-from mmfeat.demo import percentile
+from captioner.configuration import read_manifest
+from mmfeat.cli import services
+from mmfeat.cli.demo import percentile
+from mmfeat.cli.produce import list_images, send_uploads, synthetic_uploads
 from mmfeat.kafka.client import TopicSpec, ensure_topics, make_consumer
-from mmfeat.produce import list_images, send_uploads, synthetic_uploads
 from mmfeat.settings import DEFAULT_CAPTIONER, PROJECT_ROOT, Settings, load_settings
+from mmfeat.topics import upload_topics
 
 BENCH_MODELS = Path(__file__).resolve().parent / "triton_models"
 OPENCLIPART = Path("/usr/share/openclipart/png")
@@ -147,15 +148,7 @@ def bench_worker(n: int) -> dict[str, Any]:
     with Stack([BENCH_MODELS]) as s:
         s = s.model_copy(update={"triton_model": "null_captioner", "batch_size": 64, "budget_rate_per_s": 1e9, "budget_burst": 10**9,
                                  "dedupe_path": Path(tempfile.mkdtemp(prefix="mmfeat-dedupe-")) / "db"})  # fmt: skip
-        ensure_topics(
-            s,
-            [
-                TopicSpec(s.uploads_topic, 4),
-                TopicSpec(s.features_topic, 4, compacted=True),
-                TopicSpec(s.deferred_topic, 4),
-                TopicSpec(s.dlq_topic, 4),
-            ],
-        )
+        ensure_topics(s, upload_topics(s, 4))
         with tqdm(total=n, desc="produce", unit="rec", file=sys.stderr) as bar:
             send_uploads(s, synthetic_uploads(n, seed=1), progress=lambda k: bar.update(k - bar.n))
         raw = raw_consume_rate(s, s.uploads_topic, n)
@@ -199,7 +192,7 @@ def bench_backfill(n: int) -> dict[str, Any]:
         s = s.model_copy(update={"triton_model": "null_captioner", "batch_size": 64, "budget_rate_per_s": 1e9, "budget_burst": 10**9,
                                  "dedupe_path": Path(tempfile.mkdtemp(prefix="mmfeat-dedupe-")) / "db", "backfill_metrics_port": 0,
                                  "worker_metrics_port": 0})  # fmt: skip
-        ensure_topics(s, [TopicSpec(s.uploads_topic, 4), TopicSpec(s.features_topic, 4, compacted=True), TopicSpec(s.dlq_topic, 4)])
+        ensure_topics(s, upload_topics(s, 4))
         since_ms = int(time.time() * 1000)
         with tqdm(total=n, desc="produce", unit="rec", file=sys.stderr) as bar:
             send_uploads(s, synthetic_uploads(n, seed=1), progress=lambda k: bar.update(k - bar.n))

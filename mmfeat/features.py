@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-from mmfeat.captioner import Caption
 from mmfeat.errors import SchemaError
 from mmfeat.normalize import normalize_caption
 from mmfeat.schemas import (
@@ -21,7 +20,8 @@ from mmfeat.schemas import (
     encode_record,
     validate_json,
 )
-from mmfeat.tokenizers import DECODER, Tokenizer
+from mmfeat.tokenizers import Tokenizer
+from mmfeat.triton_contract import Caption
 
 
 class FeatureBuilder:
@@ -37,13 +37,7 @@ class FeatureBuilder:
         token_ids: dict[str, list[int]] = {}
         versions: dict[str, str] = {}
         for name in self.names:
-            if name == DECODER:
-                token_ids[name] = list(caption.token_ids)
-                versions[name] = captioner_version
-            else:
-                tok = self.tokenizers[name]
-                token_ids[name] = tok.encode(text)
-                versions[name] = tok.version
+            token_ids[name], versions[name] = self.tokenizers[name].tokenize(text, caption, captioner_version)
         return FeatureRecordV1(
             item_id=upload.item_id,
             owner_id=upload.owner_id,

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import from_json
 
 from mmfeat.errors import RecordError, RecordRef, SchemaError
+from mmfeat.media import KINDS
 from mmfeat.untrusted import clean
 
 SCHEMA_VERSION = 1
@@ -52,11 +53,18 @@ class UploadV1(_Record):
     schema_version: Literal[1] = 1
     item_id: str = Field(pattern=ITEM_ID_PATTERN)
     owner_id: str = Field(min_length=1, max_length=128)
-    media_type: Literal["image"]
+    media_type: str  # a kind of mmfeat.media.KINDS
     media_uri: str | None = Field(default=None, max_length=2048)
     media_b64: str | None = None
     text: str = Field(default="", max_length=5000)
     created_at: datetime
+
+    @field_validator("media_type")
+    @classmethod
+    def _known_kind(cls, media_type: str) -> str:
+        if media_type not in KINDS:
+            raise ValueError(f"media_type must be one of {', '.join(sorted(KINDS))}")
+        return media_type
 
     @model_validator(mode="after")
     def _one_media_source(self) -> UploadV1:

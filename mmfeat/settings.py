@@ -17,10 +17,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS, DEFAULT_MAX_VALUES
 from mmfeat.errors import ConfigError
+from mmfeat.tokenizers import TOKENIZERS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ASSETS = Path(__file__).resolve().parent / "assets"
-DEFAULT_CAPTIONER = ASSETS / "captioner"  # the trained default (mmfeat train-captioner), served by triton_models/captioner
+DEFAULT_CAPTIONER = (
+    PROJECT_ROOT / "captioner" / "assets" / "default"
+)  # the trained default (mmfeat train-captioner), served by triton_models/captioner
 ENV_PREFIX = "MMFEAT_"
 
 
@@ -94,7 +97,7 @@ class Settings(BaseSettings):
     dedupe_path: Path | None = None
 
     # Features.
-    tokenizers: list[str] = Field(default_factory=lambda: ["sp", "word", "hash", "decoder"])
+    tokenizers: list[str] = Field(default_factory=lambda: list(TOKENIZERS))
     tokenizer_dir: Path = ASSETS / "tokenizers"
     hash_buckets: int = Field(default=1 << 20, ge=16, le=1 << 31)
     caption_max_words: int = Field(default=32, ge=1)
@@ -109,9 +112,7 @@ class Settings(BaseSettings):
     profiles_web_host: str = "127.0.0.1"
     profiles_web_port: int = 16066
     profiles_partitions: int = Field(default=4, ge=1, description="partitions of the app's internal topics and tables")
-    profile_tokenizer: Literal["sp", "word", "hash", "decoder"] = Field(
-        default="word", description="which token_ids list of the item features a profile aggregates"
-    )
+    profile_tokenizer: str = Field(default="word", description="which token_ids list of the item features a profile aggregates")
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     event_max_values: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_MAX_VALUES), description="largest engagement value per event type (others: 1000)"
@@ -156,6 +157,21 @@ class Settings(BaseSettings):
             if path is not None and not path.is_file():
                 raise ValueError(f"{path} is not a file")
         return self
+
+    @field_validator("tokenizers")
+    @classmethod
+    def _known_tokenizers(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in TOKENIZERS]
+        if unknown or not names or len(set(names)) != len(names):
+            raise ValueError(f"tokenizers are distinct names of {', '.join(TOKENIZERS)} (bad: {unknown or names})")
+        return names
+
+    @field_validator("profile_tokenizer")
+    @classmethod
+    def _known_profile_tokenizer(cls, name: str) -> str:
+        if name not in TOKENIZERS:
+            raise ValueError(f"profile_tokenizer is one of {', '.join(TOKENIZERS)}")
+        return name
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -12,6 +12,7 @@ import torch
 
 from mmfeat.engagements import Engagement
 from mmfeat.profile import ProfileConfig, ProfileTimeline, features_at
+from mmfeat.tokenizers import ranked
 from ranking.model import IdList
 from ranking.world import DAY, EVENT_OF_TASK, TASKS, World
 
@@ -137,12 +138,12 @@ def build_dataset(
     def size_of(tok: str) -> int:
         return sizes.get(tok) or 1 + max((max(it.feature.token_ids[tok], default=0) for it in items), default=0)
 
-    item_lists = {f"item_{tok}": jagged([it.feature.token_ids[tok] for it in items]) for tok in ("sp", "word")}
+    item_lists = {f"item_{tok}": jagged([it.feature.token_ids[tok] for it in items]) for tok in ranked()}
     profiles, _ = point_in_time_profiles(world, profile_cfg, profile_tokenizer)
     if profile_idf:
         idf = token_idf([it.feature.token_ids[profile_tokenizer] for it in items], size_of(profile_tokenizer))
         profiles = {name: reweighted(j, idf) for name, j in profiles.items()}
-    vocab = {"item_sp": size_of("sp"), "item_word": size_of("word")}
+    vocab = {f"item_{tok}": size_of(tok) for tok in ranked()}
     vocab.update({name: size_of(profile_tokenizer) for name in profiles})
     uploaded = np.array([it.uploaded_at for it in items])
     age_days = (world.imp_ts - uploaded[world.imp_item]) / DAY
@@ -153,5 +154,5 @@ def build_dataset(
     return Dataset(
         user=world.imp_user, item=world.imp_item, owner=np.array([it.owner for it in items])[world.imp_item], ts=world.imp_ts,
         dense=dense, visual=visual, item_lists=item_lists, profile_lists=profiles, labels=world.labels.astype(np.float32), vocab=vocab,
-        table_of={"item_sp": "sp", "item_word": "word"} | {name: profile_tokenizer for name in profiles},
+        table_of={f"item_{tok}": tok for tok in ranked()} | {name: profile_tokenizer for name in profiles},
     )  # fmt: skip

@@ -23,6 +23,7 @@ from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS
 from mmfeat.errors import ConfigError
 from mmfeat.profile import ProfileConfig
 from mmfeat.settings import Settings
+from mmfeat.tokenizers import TOKENIZERS
 from ranking.dataset import PROFILE_EVENTS, Dataset, Jagged, build_dataset
 from ranking.metrics import auc, auc_gain, ne_gain, normalized_entropy, paired_ttest
 from ranking.train import Variant, predict, select_epochs, step_throughput, train
@@ -31,8 +32,11 @@ from ranking.world import DAY, TASKS, WorldConfig, build_world, caption_items
 PROFILE_LISTS = tuple(f"profile_{e}" for e in PROFILE_EVENTS)
 VARIANTS = (
     Variant("baseline", (), "IDs + dense + frozen visual-encoder embedding (the paper's production baseline)"),
-    Variant("+ item tokens A", ("item_sp",), "MM-LLM caption token ids, tokenizer A (SentencePiece)"),
-    Variant("+ item tokens B", ("item_word",), "MM-LLM caption token ids, tokenizer B (word vocabulary)"),
+    *(
+        Variant(f"+ item tokens {spec.label}", (f"item_{name}",), f"MM-LLM caption token ids, tokenizer {spec.label} ({spec.summary})")
+        for name, spec in TOKENIZERS.items()
+        if spec.ranker
+    ),
     Variant(
         "+ item tokens A + user profiles A",
         ("item_sp", *PROFILE_LISTS),

@@ -17,6 +17,7 @@ from typing import Any
 from mmfeat.kafka.reader import read_topic
 from mmfeat.profile import ProfileTimeline, features_at
 from mmfeat.settings import Settings
+from mmfeat.tokenizers import ranked
 from streams.offline import item_tokens, valid_engagements
 from streams.rules import profile_config
 
@@ -29,7 +30,7 @@ class ExportSummary:
 
 
 def export_training_data(
-    settings: Settings, out: Path, *, tokenizers: tuple[str, ...] = ("sp", "word"), progress: Callable[[int], None] | None = None
+    settings: Settings, out: Path, *, tokenizers: tuple[str, ...] = ranked(), progress: Callable[[int], None] | None = None
 ) -> ExportSummary:
     import pyarrow as pa
     import pyarrow.parquet as pq

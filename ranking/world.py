@@ -1,6 +1,6 @@
 """A simulated recommendation world whose ground truth is known.
 
-Items are clip-art scenes from the captioner's generator (mmfeat/clipart.py), captioned by the trained
+Items are clip-art scenes from the captioner's generator (captioner/world/clipart.py), captioned by the trained
 default captioner and turned into feature records by the worker's own functions (CaptionerRuntime,
 FeatureBuilder). Users have latent interests in object names and in one relation or action word
 ("above", "walking", ...): the high-order semantics a caption carries and a pooled visual embedding
@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from mmfeat.captioner import CaptionerRuntime
-from mmfeat.clipart import DrawingCache, Scene, load_vocabulary, make_splits, scenes
+from captioner.runtime import CaptionerRuntime
+from captioner.world.clipart import DrawingCache, Scene, load_vocabulary, make_splits, scenes
 from mmfeat.features import FeatureBuilder
 from mmfeat.schemas import FeatureRecordV1, UploadV1
 from mmfeat.settings import DEFAULT_CAPTIONER, Settings
@@ -97,8 +97,8 @@ def caption_items(
     """Render ``cfg.items`` scenes and caption them with the worker's functions; also the frozen visual embedding."""
     import torch
 
-    from mmfeat.encoder import load_pretrained
-    from mmfeat.lite_captioner import to_tensor
+    from captioner.modeling.encoder import load_pretrained
+    from captioner.processing import to_tensor
 
     runtime = CaptionerRuntime(DEFAULT_CAPTIONER)
     builder = FeatureBuilder(load_tokenizers(settings.tokenizers, settings.tokenizer_dir, settings.hash_buckets), settings.tokenizers,

@@ -17,12 +17,13 @@ from typing import Any
 
 import faust
 
+from mmfeat.dlq import dead_letter
 from mmfeat.engagements import Engagement, EngagementRules
 from mmfeat.errors import RecordError, RecordRef, SchemaError, as_record_error
 from mmfeat.features import item_features
 from mmfeat.metrics import ProfileMetrics
 from mmfeat.profile import ProfileConfig, ProfileState, apply_engagement, profile_record
-from mmfeat.schemas import H_REASON, H_SOURCE, UnmatchedEngagementV1, dlq_record, encode_record, now_utc, peek_item_id
+from mmfeat.schemas import H_REASON, UnmatchedEngagementV1, encode_record, now_utc, peek_item_id
 from mmfeat.settings import Settings
 from mmfeat.untrusted import clean
 from streams.join import ItemJoin, JoinResult, LoadGate
@@ -57,11 +58,9 @@ class Stage:
     metrics: ProfileMetrics
 
     async def to_dlq(self, ref: RecordRef, err: RecordError, key: bytes | None, value: bytes | None) -> None:
-        log.warning("DLQ %s: %s: %s", ref, clean(err.reason, 64), clean(err, 500))
-        rec = dlq_record(ref, err, key, value)
-        headers = [(H_SOURCE, str(ref).encode()), (H_REASON, clean(err.reason, 64).encode())]
-        await self.topics.dlq.send(key=key, value=rec.model_dump_json().encode(), headers=headers)
-        self.metrics.dlq.labels(err.reason).inc()
+        letter = dead_letter(ref, err, key, value)
+        await self.topics.dlq.send(key=key, value=letter.value, headers=letter.headers)
+        self.metrics.dlq.labels(letter.reason).inc()
         self.metrics.records_out.labels(self.s.engagements_dlq_topic).inc()
 
     async def guard(self, event: Any, step: Callable[[Any], Awaitable[None]]) -> None:
@@ -71,10 +70,7 @@ class Stage:
             await step(msg)
         except Exception as e:  # the boundary: as_record_error re-raises InfraError
             ref = RecordRef(msg.topic, msg.partition, msg.offset, peek_item_id(msg.value))
-            err = as_record_error(e)
-            if err.reason == "internal_error":  # a defect of ours: its traceback, for whoever fixes it
-                log.debug("internal error on %s", ref, exc_info=e)
-            await self.to_dlq(ref, err, msg.key, msg.value)
+            await self.to_dlq(ref, as_record_error(e), msg.key, msg.value)
 
     async def release(self, result: JoinResult) -> None:
         """Send what a join step released: ready engagements to the profile stage, given-up ones to unmatched."""

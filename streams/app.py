@@ -29,12 +29,13 @@ from faust.web.exceptions import ServiceUnavailable
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from mmfeat.errors import ConfigError
-from mmfeat.kafka.client import TopicSpec, committed_offsets, ensure_topics
+from mmfeat.kafka.client import committed_offsets, ensure_topics
 from mmfeat.kafka.config import faust_credentials
 from mmfeat.metrics import ProfileMetrics
 from mmfeat.profile import ProfileState, profile_record
 from mmfeat.schemas import ITEM_ID_PATTERN, encode_record
 from mmfeat.settings import Settings
+from mmfeat.topics import TABLES, app_topics, internal_topics
 from mmfeat.untrusted import install_log_escaping
 from streams.agents import AGENTS, Stage, Topics
 from streams.join import ItemJoin, LoadGate
@@ -42,31 +43,6 @@ from streams.records import TickMsg, encode
 from streams.rules import engagement_rules, profile_config
 
 log = logging.getLogger("mmfeat.profiles")
-TABLES = ("items", "pending", "pending-index", "profiles")
-
-
-def internal_topics(settings: Settings) -> dict[str, str]:
-    app_id = settings.profiles_app_id
-    names = {"by_item": f"{app_id}-by-item", "by_user": f"{app_id}-by-user", "leader": f"{app_id}-__assignor-__leader"}
-    names.update({t: f"{app_id}-{t}-changelog" for t in TABLES})
-    return names
-
-
-def app_topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every topic the app reads or writes; created up front (the app does not declare topics itself)."""
-    p = settings.profiles_partitions
-    names = internal_topics(settings)
-    return [
-        TopicSpec(settings.engagements_topic, p),
-        TopicSpec(settings.features_topic, p, compacted=True),
-        TopicSpec(settings.profiles_topic, p, compacted=True),
-        TopicSpec(settings.engagements_dlq_topic, p),
-        TopicSpec(settings.unmatched_topic, p),
-        TopicSpec(names["by_item"], p),
-        TopicSpec(names["by_user"], p),
-        TopicSpec(names["leader"], 1),  # Faust's leader election topic
-        *(TopicSpec(names[t], p, compacted=True) for t in TABLES),
-    ]
 
 
 def make_app(settings: Settings) -> faust.App:
@@ -196,7 +172,7 @@ def make_app(settings: Settings) -> faust.App:
 def run(settings: Settings, *, loglevel: str = "warning") -> None:
     """Create the topics and run the app until SIGTERM/SIGINT (the `mmfeat profiles` command)."""
     install_log_escaping()
-    ensure_topics(settings, app_topic_specs(settings))  # also the first connection: refused credentials stop here, in one line
+    ensure_topics(settings, app_topics(settings))  # also the first connection: refused credentials stop here, in one line
     app = make_app(settings)
     logging.getLogger("mmfeat").setLevel(logging.INFO)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)

@@ -22,16 +22,18 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 from confluent_kafka import Message, TopicPartition
 
 from mmfeat.errors import ConfigError, KafkaIOError
-from mmfeat.kafka.client import coords
+from mmfeat.kafka.client import TopicSpec, coords, ensure_topics, topic_partitions
 from mmfeat.kafka.consumer import BatchConsumer, read_metadata
 from mmfeat.schemas import DeferredRecordV1, validate_json
 from mmfeat.settings import Settings
 from workers.core import Kind, Outcome
+from workers.triton_client import serve_captioner
 from workers.worker import CaptionWorker, live_parts
 
 log = logging.getLogger("mmfeat.backfill")
@@ -347,3 +349,37 @@ def _iso(meta: dict[str, Any] | None) -> str:
     if meta is None:
         return "?"
     return " .. ".join(datetime.fromtimestamp(int(meta[k]) / 1000, UTC).isoformat() for k in ("since", "until"))
+
+
+def start_backfill(
+    settings: Settings,
+    *,
+    since: str,
+    features_topic: str,
+    until: str = "now",
+    captioner: str | None = None,
+    source: str = "uploads",
+    rate: float | None = None,
+    group_id: str | None = None,
+    restart: bool = False,
+) -> Backfill:
+    """Everything `mmfeat backfill` does before the replay: the captioner loaded into Triton (a directory) or
+    named (a served model), the range read, the target topic created like its source, the plan fixed.
+
+    ``job.run(progress=...)`` then replays it. Times are ``now``, ``30m``/``2h``/``7d`` ago or ISO-8601; an
+    unfinished plan of the same group is continued (see ``Backfill.plan``)."""
+    if source not in ("uploads", "deferred"):
+        raise ConfigError(f"--source is uploads or deferred, not {source!r}")
+    source_topic = settings.uploads_topic if source == "uploads" else settings.deferred_topic
+    model = settings.triton_model
+    if captioner is not None:
+        model = serve_captioner(settings.triton_url or "", Path(captioner)) if Path(captioner).exists() else captioner
+    t0, t1 = parse_time(since), parse_time(until)
+    req = Request(source, source_topic, features_topic, model, int(t0.timestamp() * 1000), int(t1.timestamp() * 1000))  # type: ignore[arg-type]
+    partitions = topic_partitions(settings, source_topic) or 4
+    ensure_topics(settings, [TopicSpec(features_topic, partitions, compacted=True)])
+    group = group_id or f"mmfeat-backfill.{source}.{features_topic}"
+    exact = not (is_relative(since) or is_relative(until))
+    job = Backfill(settings, req, group_id=group, rate=rate or settings.budget_rate_per_s / 10, restart=restart, exact_range=exact)
+    job.plan()
+    return job

@@ -21,7 +21,7 @@ from enum import StrEnum
 from functools import partial
 from typing import Protocol, TypeVar
 
-from mmfeat.captioner import Caption
+from mmfeat.dlq import dead_letter
 from mmfeat.errors import RecordError, RecordRef, as_record_error
 from mmfeat.features import FeatureBuilder, encode_feature, lineage_headers
 from mmfeat.kafka.client import Headers, OutRecord
@@ -32,12 +32,12 @@ from mmfeat.schemas import (
     H_SOURCE,
     DeferredRecordV1,
     UploadV1,
-    dlq_record,
     encode_record,
     now_utc,
     parse_upload,
     peek_item_id,
 )
+from mmfeat.triton_contract import Caption
 from mmfeat.untrusted import clean
 
 log = logging.getLogger("mmfeat.worker")
@@ -177,20 +177,16 @@ class CaptionCore:
     # ---- the boundary -------------------------------------------------------------------------
 
     def dlq(self, inc: Incoming, ref: RecordRef, err: RecordError) -> Outcome:
-        """The DLQ outcome of a record: built from what is known for sure, so it cannot fail itself."""
-        log.warning("DLQ %s: %s: %s", ref, clean(err.reason, 64), clean(err, 500))
-        value = dlq_record(ref, err, inc.key, inc.value).model_dump_json().encode()
-        headers: Headers = [(H_SOURCE, str(ref).encode()), (H_REASON, clean(err.reason, 64).encode())]
-        return Outcome(Kind.DLQ, ref, OutRecord(self.p.topics.dlq, inc.key, value, headers), reason=err.reason)
+        """The DLQ outcome of a record (mmfeat.dlq: it cannot fail itself)."""
+        letter = dead_letter(ref, err, inc.key, inc.value)
+        headers: Headers = list(letter.headers)
+        return Outcome(Kind.DLQ, ref, OutRecord(self.p.topics.dlq, inc.key, letter.value, headers), reason=letter.reason)
 
     def _guarded(self, inc: Incoming, ref: RecordRef, step: Callable[[], T]) -> T | Outcome:
         try:
             return step()
         except Exception as e:  # the boundary: InfraError is re-raised by as_record_error, the rest is this record's
-            err = as_record_error(e)
-            if err.reason == "internal_error":  # a defect of ours: its traceback, for whoever fixes it (-v)
-                log.debug("internal error on %s", ref, exc_info=e)
-            return self.dlq(inc, ref, err)
+            return self.dlq(inc, ref, as_record_error(e))
 
     # ---- steps ----------------------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from rocksdict import Rdict
 
-from mmfeat.captioner import Caption
 from mmfeat.errors import StateError
+from mmfeat.triton_contract import Caption
 
 
 def content_key(media: bytes, prompt: str) -> str:

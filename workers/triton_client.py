@@ -13,12 +13,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from mmfeat.captioner import Caption, read_manifest
+from captioner.configuration import read_manifest
+from mmfeat import triton_contract as contract
 from mmfeat.errors import CaptionerUnavailable, CaptionRejected, ConfigError, RecordError, ServiceError, as_record_error
+from mmfeat.media import kind_of
 from mmfeat.settings import PROJECT_ROOT
 from workers.core import CaptionResult
 
@@ -37,14 +38,12 @@ class TritonCaptioner:
         except InferenceServerException:
             return False
 
-    def _inputs(self, image: bytes, prompt: str) -> list[grpcclient.InferInput]:
-        img = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
-        img.set_data_from_numpy(np.array([[image]], dtype=np.object_))
-        inputs = [img]
-        if prompt:
-            pr = grpcclient.InferInput("PROMPT", [1, 1], "BYTES")
-            pr.set_data_from_numpy(np.array([[prompt.encode()]], dtype=np.object_))
-            inputs.append(pr)
+    def _inputs(self, media: bytes, prompt: str) -> list[grpcclient.InferInput]:
+        inputs = []
+        for name, array in contract.request_arrays(media, prompt).items():
+            tensor = grpcclient.InferInput(name, list(array.shape), contract.CAPTIONER.input(name).dtype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
         return inputs
 
     def _send_all(self, items: Sequence[tuple[bytes, str]]) -> list[CaptionResult | InferenceServerException | RecordError]:
@@ -106,13 +105,7 @@ class TritonCaptioner:
 
     def probe_version(self) -> str:
         """The version of the captioner serving now, from one tiny request (used before trusting a cache)."""
-        import io
-
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.new("RGB", (8, 8), (255, 255, 255)).save(buf, "PNG")
-        res = self.caption_many([(buf.getvalue(), "")])[0]
+        res = self.caption_many([(kind_of("image").sample(), "")])[0]
         if not isinstance(res, CaptionResult):
             raise CaptionerUnavailable(f"Triton at {self.url} cannot caption a probe image: {res}")
         return res.captioner_version
@@ -124,10 +117,8 @@ class TritonCaptioner:
 def _read_result(result: grpcclient.InferResult | None) -> CaptionResult:
     if result is None:
         raise CaptionRejected("the captioner sent an empty response", reason="caption_failed")
-    ids = [int(t) for t in result.as_numpy("TOKEN_IDS").reshape(-1) if t >= 0]
-    text = result.as_numpy("CAPTION").reshape(-1)[0].decode("utf-8", "replace")
-    version = result.as_numpy("CAPTIONER_VERSION").reshape(-1)[0].decode("utf-8", "replace")
-    return CaptionResult(Caption(text=text, token_ids=ids), version)
+    caption, version = contract.read_answer(result.as_numpy)
+    return CaptionResult(caption, version)
 
 
 CAPTIONER_MODEL = PROJECT_ROOT / "triton_models" / "captioner"

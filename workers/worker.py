@@ -20,9 +20,9 @@ from confluent_kafka import Message
 
 from mmfeat.errors import CaptionerUnavailable, KafkaAuthError, KafkaIOError, RecordError, RecordRef
 from mmfeat.features import FeatureBuilder
-from mmfeat.imaging import probe_image
 from mmfeat.kafka.client import DeliveryTracker, coords
 from mmfeat.kafka.consumer import BatchConsumer
+from mmfeat.media import Limits, kind_of
 from mmfeat.metrics import WorkerMetrics
 from mmfeat.schemas import peek_item_id
 from mmfeat.settings import Settings
@@ -43,6 +43,7 @@ def live_parts(
     s = settings
     if not s.triton_url:
         raise KafkaIOError("no Triton endpoint: run `mmfeat up` or set MMFEAT_TRITON_URL")
+    limits = Limits(max_pixels=s.max_pixels)
     policy = FetchPolicy.of(s.allowed_roots, s.allowed_hosts, s.max_media_bytes, s.fetch_timeout_s)
     builder = FeatureBuilder(load_tokenizers(s.tokenizers, s.tokenizer_dir, s.hash_buckets), s.tokenizers, s.caption_max_words)
     return Parts(
@@ -50,7 +51,7 @@ def live_parts(
         cache=DedupeStore(s.dedupe_store),
         builder=builder,
         fetch=lambda upload: fetch_media(upload, policy),
-        probe=lambda upload, media: probe_image(media, s.max_pixels),
+        probe=lambda upload, media: kind_of(upload.media_type).probe(media, limits),
         content_key=lambda media: content_key(media, s.prompt),
         topics=Topics(s.features_topic, s.deferred_topic, s.dlq_topic),
         budget=TokenBucket(s.budget_rate_per_s, s.budget_burst, clock) if budget else None,

@@ -229,3 +229,14 @@ def topic_size(settings: Settings, topic: str) -> int:
         return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions)
     finally:
         c.close()
+
+
+def topic_partitions(settings: Settings, topic: str) -> int:
+    """How many partitions ``topic`` has (0 when it does not exist)."""
+    errors = ClientErrors("admin")
+    admin = make_admin(settings, errors)
+    try:
+        meta = admin.list_topics(topic, timeout=10).topics.get(topic)
+    except KafkaException as e:
+        raise errors.explain(e, admin) from e
+    return len(meta.partitions) if meta is not None and meta.error is None and meta.partitions else 0

@@ -19,12 +19,12 @@ import pytest
 from confluent_kafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from mmfeat import services
-from mmfeat.captioner import make_untrained_captioner
-from mmfeat.kafka.client import TopicSpec, ensure_topics, make_consumer
+from captioner.modeling.hf_blip2 import make_untrained_captioner
+from mmfeat.cli import services
+from mmfeat.kafka.client import ensure_topics, make_consumer
 from mmfeat.kafka.reader import TopicRecord, read_topic
 from mmfeat.settings import DEFAULT_CAPTIONER, PROJECT_ROOT, Settings, load_settings
-from streams.app import app_topic_specs
+from mmfeat.topics import app_topics, upload_topics
 from tests import resolver_guard
 
 OPENCLIPART = Path("/usr/share/openclipart/png")
@@ -73,15 +73,7 @@ def settings(stack: Stack, tmp_path: Path) -> Settings:
             "backfill_metrics_port": 0,
         }
     )
-    ensure_topics(
-        s,
-        [
-            TopicSpec(s.uploads_topic, 2),
-            TopicSpec(s.features_topic, 2, compacted=True),
-            TopicSpec(s.deferred_topic, 2),
-            TopicSpec(s.dlq_topic, 2),
-        ],
-    )
+    ensure_topics(s, upload_topics(s, 2))
     return s
 
 
@@ -196,5 +188,5 @@ def ps(settings: Settings, tmp_path: Path) -> Settings:
             "metrics_interval_s": 0.5,
         }
     )
-    ensure_topics(s, app_topic_specs(s))
+    ensure_topics(s, app_topics(s))
     return s

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from confluent_kafka import TopicPartition
 
-from mmfeat.captioner import read_manifest
+from captioner.configuration import read_manifest
+from mmfeat.cli.produce import image_uploads, send_uploads
+from mmfeat.cli.services import free_port
 from mmfeat.errors import KafkaIOError
 from mmfeat.kafka.client import make_consumer, make_producer
-from mmfeat.produce import image_uploads, send_uploads
 from mmfeat.schemas import H_CAPTIONER, H_SOURCE, DlqRecordV1, now_utc
-from mmfeat.services import free_port
 from mmfeat.settings import Settings
 from tests.integration.conftest import Stack, by_key, records, run_cli, sample, scrape, small_images, start_cli, wait_for
 from workers.worker import BackgroundWorker

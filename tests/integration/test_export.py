@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from mmfeat.cli.produce import engagement_records, send_records
 from mmfeat.engagements import EngagementV1
 from mmfeat.kafka.client import OutRecord
-from mmfeat.produce import engagement_records, send_records
 from mmfeat.profile import build_profiles, features_at
 from mmfeat.settings import Settings
 from streams.offline import valid_engagements

@@ -7,9 +7,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from mmfeat import services
+from mmfeat.cli import services
+from mmfeat.cli.produce import image_uploads, send_uploads
 from mmfeat.kafka.client import topic_size
-from mmfeat.produce import image_uploads, send_uploads
 from mmfeat.settings import Settings
 from tests.integration.conftest import Stack, by_key, committed_lag, records, small_images, start_cli, wait_for
 from workers.worker import BackgroundWorker

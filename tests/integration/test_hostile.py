@@ -202,7 +202,7 @@ def test_commands_end_with_one_line_when_the_broker_is_unreachable(settings: Set
 
 
 def test_down_stops_the_backend_stub_a_hard_killed_triton_leaves_behind(stack: Any, settings: Settings, tmp_path: Path) -> None:
-    from mmfeat import services
+    from mmfeat.cli import services
 
     own = services.with_free_ports(settings.model_copy(update={"state_dir": tmp_path / "own", "triton_url": None}))
     ep = services.up(own, model_repositories=[stack.model_repository], kafka=False, log=print)
@@ -220,7 +220,7 @@ def test_down_stops_the_backend_stub_a_hard_killed_triton_leaves_behind(stack: A
 
 
 def test_up_works_from_outside_the_checkout(settings: Settings, stack: Any, tmp_path: Path) -> None:
-    from mmfeat import services
+    from mmfeat.cli import services
 
     own = services.with_free_ports(settings.model_copy(update={"state_dir": tmp_path / "own", "triton_url": None}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMFEAT_")}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mmfeat import services
+from mmfeat.cli import services
+from mmfeat.cli.produce import image_uploads, send_uploads
 from mmfeat.kafka.client import make_producer
-from mmfeat.produce import image_uploads, send_uploads
 from mmfeat.settings import Settings
 from tests.integration.conftest import sample, scrape, small_images, wait_for
 from workers.worker import BackgroundWorker

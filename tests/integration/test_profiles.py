@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from mmfeat.cli.produce import engagement_records, send_records, synthetic_engagements
+from mmfeat.cli.services import free_port
 from mmfeat.engagements import EngagementV1
 from mmfeat.kafka.client import OutRecord, ensure_topics, topic_size
-from mmfeat.produce import engagement_records, send_records, synthetic_engagements
 from mmfeat.profile import ProfileState
 from mmfeat.schemas import DlqRecordV1, UnmatchedEngagementV1, UserProfileV1
-from mmfeat.services import free_port
 from mmfeat.settings import Settings
 from mmfeat.tokenizers import load_tokenizers
-from streams.app import app_topic_specs, internal_topics
+from mmfeat.topics import app_topics, internal_topics
 from streams.client import UnknownUser, fetch_profile
 from streams.offline import recompute_profiles
 from streams.rules import profile_config
@@ -282,7 +282,7 @@ def test_profiles_v2_replayed_against_new_features_beside_the_live_app(ps: Setti
             "profiles_app_id": f"{ps.profiles_app_id}.{prefix}.user.profiles.v2", "profiles_web_port": free_port(),
         }
     )  # fmt: skip
-    ensure_topics(v2, app_topic_specs(v2))
+    ensure_topics(v2, app_topics(v2))
     # a pending cap of 1: engagements joining before the v2 features are loaded would overflow to unmatched
     send_records(v2, features(v2, {k: [t + 40 for t in toks] for k, toks in items.items()}, captioner="cap@2"))
     flags = ["--features-topic", v2.features_topic, "--profiles-topic", v2.profiles_topic, "--web-port", str(v2.profiles_web_port)]

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from mmfeat.cli.produce import send_records
 from mmfeat.kafka.client import make_producer
-from mmfeat.produce import send_records
 from mmfeat.schemas import DlqRecordV1, UserProfileV1
 from mmfeat.settings import Settings
-from streams.app import internal_topics
+from mmfeat.topics import internal_topics
 from streams.offline import recompute_profiles
 from streams.rules import profile_config
 from tests.integration.conftest import records

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from mmfeat import services
+from mmfeat.cli import services
+from mmfeat.cli.produce import image_uploads, send_records, send_uploads
 from mmfeat.kafka.client import TopicSpec, ensure_topics
-from mmfeat.produce import image_uploads, send_records, send_uploads
 from mmfeat.settings import Settings
-from streams.app import app_topic_specs
+from mmfeat.topics import app_topics
 from streams.offline import recompute_profiles
 from streams.rules import profile_config
 from tests.integration.conftest import Stack, by_key, records, run_cli, small_images
@@ -124,7 +124,7 @@ def test_worker_admin_and_reader_work_over_scram_and_mutual_tls(settings: Settin
 
 def test_profiles_app_works_over_sasl_ssl(ps: Settings, secured: Secured, tmp_path: Path) -> None:
     s = over(ps, secured, "plain")
-    ensure_topics(s, app_topic_specs(s))
+    ensure_topics(s, app_topics(s))
     items = item_tokens(6)
     send_records(s, features(s, items))
     send_engagements(s, users=4, items=list(items), n=60, seed=7)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mmfeat import services
+from mmfeat.cli import services
 from mmfeat.settings import PROJECT_ROOT
 from tests.integration.conftest import Stack
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from mmfeat.captioner import CaptionerRuntime, read_manifest
+from captioner.configuration import read_manifest
+from captioner.runtime import CaptionerRuntime
+from mmfeat.cli.produce import image_uploads, send_uploads
 from mmfeat.normalize import normalize_caption
-from mmfeat.produce import image_uploads, send_uploads
 from mmfeat.schemas import H_CAPTIONER, H_DEDUPE, H_SCHEMA, H_SOURCE, H_TOKENIZERS, DeferredRecordV1, FeatureRecordV1, UploadV1
 from mmfeat.settings import DEFAULT_CAPTIONER, Settings
 from mmfeat.tokenizers import load_tokenizers
@@ -90,8 +91,8 @@ def test_the_trained_default_captioner_names_what_is_in_the_scene(settings: Sett
     """Through Triton and the worker: held-out scenes (pairs never seen in training) come out right."""
     import base64
 
-    from mmfeat.caption_eval import held_out_sets, mentioned
-    from mmfeat.clipart import load_vocabulary, png_bytes
+    from captioner.evaluation.quality import held_out_sets, mentioned
+    from captioner.world.clipart import load_vocabulary, png_bytes
     from mmfeat.schemas import now_utc
 
     s = settings.model_copy(update={"triton_model": "captioner_default"})

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from mmfeat.caption_eval import held_out_sets, score
-from mmfeat.captioner import CaptionerRuntime, read_manifest
-from mmfeat.clipart import OPENCLIPART, load_vocabulary
+from captioner.configuration import read_manifest
+from captioner.evaluation.quality import held_out_sets, score
+from captioner.runtime import CaptionerRuntime
+from captioner.world.clipart import OPENCLIPART, load_vocabulary
 from mmfeat.settings import DEFAULT_CAPTIONER
 
 pytestmark = pytest.mark.skipif(not OPENCLIPART.is_dir(), reason="Debian's openclipart-png is not installed (make sysdeps)")
@@ -34,7 +35,7 @@ def test_default_captioner_is_trained_and_right_on_held_out_scenes() -> None:
 def test_eval_captioner_quick_writes_figures_above_every_baseline(tmp_path: Path) -> None:
     import json
 
-    from mmfeat.caption_eval import evaluate
+    from captioner.evaluation.quality import evaluate
 
     results = evaluate(DEFAULT_CAPTIONER, tmp_path, quick=True)
     saved = json.loads((tmp_path / "caption_quality.json").read_text())

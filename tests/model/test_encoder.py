@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from mmfeat.encoder import EfficientNetLite0, load_pretrained
+from captioner.modeling.encoder import EfficientNetLite0, load_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def batch(*images: np.ndarray) -> torch.Tensor:
 
 
 def test_weights_load_strictly_and_every_parameter_is_used(encoder: EfficientNetLite0) -> None:
-    from mmfeat.encoder import weights_file
+    from captioner.modeling.encoder import weights_file
 
     state = torch.load(weights_file(), map_location="cpu", weights_only=True)
     assert set(state) == set(encoder.state_dict())  # strict=True already enforced it; say it plainly

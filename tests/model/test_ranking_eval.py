@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mmfeat.clipart import OPENCLIPART
+from captioner.world.clipart import OPENCLIPART
 from mmfeat.settings import load_settings
 from ranking.evaluate import VARIANTS, run
 from ranking.world import TASKS

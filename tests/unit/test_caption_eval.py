@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from mmfeat.caption_eval import bleu4, count_ok, mentioned, relation_ok
-from mmfeat.clipart import Placed, Scene
+from captioner.evaluation.quality import bleu4, count_ok, mentioned, relation_ok
+from captioner.world.clipart import Placed, Scene
 
 
 def scene(kind: str, names: list[str], relation: tuple[str, str, str] | None = None, count: int = 1) -> Scene:

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mmfeat.captioner import CaptionerRuntime, make_untrained_captioner, read_manifest
+from captioner.configuration import read_manifest
+from captioner.modeling.hf_blip2 import make_untrained_captioner
+from captioner.runtime import CaptionerRuntime
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +25,8 @@ def test_manifest_is_labelled_untrained_and_reproducible(tmp_path: Path, runtime
     m = make_untrained_captioner(tmp_path)
     assert m.trained is False and m.version.startswith("untrained-tiny@")
     assert read_manifest(tmp_path) == m == runtime.manifest  # same seed, same weights, same version
-    assert type(runtime.model).__name__ == "Blip2ForConditionalGeneration"
-    assert runtime.model.config.text_config.model_type == "llama"
+    assert type(runtime.engine.model).__name__ == "Blip2ForConditionalGeneration"
+    assert runtime.engine.model.config.text_config.model_type == "llama"
 
 
 def test_one_batched_generate_is_deterministic_and_batch_invariant(runtime: CaptionerRuntime) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mmfeat.clipart import (
+from captioner.world.clipart import (
     ACTIONS,
     OPENCLIPART,
     PEOPLE,

@@ -3,13 +3,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mmfeat.captioner import Caption
 from mmfeat.errors import SchemaError
 from mmfeat.features import FeatureBuilder, encode_feature, item_features, lineage_headers
 from mmfeat.normalize import normalize_caption
 from mmfeat.schemas import UploadV1
 from mmfeat.settings import ASSETS
 from mmfeat.tokenizers import load_tokenizers
+from mmfeat.triton_contract import Caption
 
 NAMES = ["sp", "word", "hash", "decoder"]
 

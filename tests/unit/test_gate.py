@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from mmfeat.captioner import Caption
+from mmfeat.triton_contract import Caption
 from workers.gate import DedupeStore, TokenBucket, content_key
 
 

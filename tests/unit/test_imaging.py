@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from mmfeat.errors import MediaRejected
-from mmfeat.imaging import decode_rgb, probe_image
+from mmfeat.media.image import decode_rgb, probe_image
 
 
 def png(size: tuple[int, int], mode: str = "RGB") -> bytes:

@@ -5,8 +5,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from mmfeat.captioner import CaptionerRuntime, read_manifest
-from mmfeat.lite_captioner import LiteCaptioner, LiteConfig, WordVocab, letterbox, load_model_dir, save_model_dir, to_tensor
+from captioner.configuration import LiteConfig, read_manifest
+from captioner.modeling.lite import LiteCaptioner, load_model_dir, save_model_dir
+from captioner.processing import WordVocab, letterbox, to_tensor
+from captioner.runtime import CaptionerRuntime
 
 TINY = LiteConfig(hidden=32, qformer_layers=1, llm_layers=1, heads=2, queries=4, max_new_tokens=6, finetune_tail=1)
 

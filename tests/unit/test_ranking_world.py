@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import numpy as np
 import torch
 
-from mmfeat.clipart import BlankDrawings, load_vocabulary, make_splits, scenes
+from captioner.world.clipart import BlankDrawings, load_vocabulary, make_splits, scenes
 from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS
 from mmfeat.profile import ProfileConfig, build_profiles, profile_features
 from mmfeat.schemas import FeatureRecordV1

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from mmfeat.clipart import caption_corpus
+from captioner.world.clipart import caption_corpus
 from mmfeat.errors import ConfigError
 from mmfeat.normalize import normalize_caption
 from mmfeat.settings import ASSETS

@@ -18,13 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mmfeat.captioner import Caption
 from mmfeat.errors import CaptionerUnavailable, CaptionRejected, RecordError, RecordRef, StateError
 from mmfeat.features import FeatureBuilder
-from mmfeat.imaging import probe_image
+from mmfeat.media.image import probe_image
 from mmfeat.schemas import DeferredRecordV1, DlqRecordV1, FeatureRecordV1
 from mmfeat.settings import ASSETS
 from mmfeat.tokenizers import load_tokenizers
+from mmfeat.triton_contract import Caption
 from workers.core import CaptionCore, CaptionResult, Incoming, Kind, Outcome, Parts, Topics
 from workers.fetch import FetchPolicy, fetch_media
 from workers.gate import TokenBucket, content_key

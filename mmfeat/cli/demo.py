@@ -18,12 +18,12 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from mmfeat import services
-from mmfeat.clipart import OPENCLIPART, load_vocabulary
+from captioner.world.clipart import OPENCLIPART, load_vocabulary
+from mmfeat.cli import services
+from mmfeat.cli.produce import engagement_records, image_uploads, interest_engagements, list_images, send_records, send_uploads
+from mmfeat.cli.render import caption_grid, profile_table, short_ids
 from mmfeat.kafka.client import OutRecord, ensure_topics, topic_size
 from mmfeat.kafka.reader import read_topic
-from mmfeat.produce import engagement_records, image_uploads, interest_engagements, list_images, send_records, send_uploads
-from mmfeat.render import caption_grid, profile_table, short_ids
 from mmfeat.schemas import H_FEATURED_AT, UploadV1
 from mmfeat.settings import Settings
 from mmfeat.topics import create_topics
@@ -63,14 +63,14 @@ def demo_images(images: Path | None, count: int, seed: int) -> list[Path]:
 
 def demo_profiles(s: Settings, captions: dict[str, str], *, users: int, engagements: int, seed: int) -> None:
     """Engagements of users with known interests -> the profiles app -> a few profiles, decoded."""
-    from streams.app import app_topic_specs
+    from mmfeat.topics import app_topics
     from streams.client import fetch_profile, profiles_app
     from streams.offline import recompute_profiles
     from streams.rules import profile_config
 
     console.rule("user interest profiles")
     s = s.model_copy(update={"profiles_web_port": services.free_port()})
-    ensure_topics(s, app_topic_specs(s))
+    ensure_topics(s, app_topics(s))
     start = datetime.now(UTC) - timedelta(days=2)
     evs, interests = interest_engagements(captions, users, engagements, seed=seed, start=start)
     bad = [b"{not json", b'{"user_id": "user-000", "item_id": "demo-000001", "event": "poke", "ts": "2026-01-01T00:00:00Z"}']

@@ -10,8 +10,8 @@ from PIL import Image, ImageDraw, ImageFont
 from rich.table import Table
 from rich.text import Text
 
-from mmfeat.imaging import decode_rgb
 from mmfeat.kafka.reader import TopicRecord
+from mmfeat.media.image import decode_rgb
 from mmfeat.schemas import H_CAPTIONER, H_SCHEMA, H_TOKENIZERS, UserProfileV1
 from mmfeat.settings import Settings
 from mmfeat.tokenizers import load_tokenizers

@@ -5,7 +5,7 @@ the image encoder is the ImageNet-pretrained Lite0 (only its last block and head
 fine-tuned), the Q-Former is transformers' ``Blip2QFormerModel`` and the decoder is
 ``LlamaForCausalLM``. A model directory holds ``mmfeat.json`` (kind ``lite0-qformer-llama``),
 ``weights.safetensors`` (everything but the frozen encoder, which loads from its package) and
-``vocab.json``; CaptionerRuntime serves it in Triton next to plain HF BLIP-2 checkpoints.
+``vocab.json``; captioner/runtime.py serves it in Triton next to plain HF BLIP-2 checkpoints.
 
 Shapes: images (B, 3, 224, 224) -> trunk (B, 192, 7, 7) -> visual tokens (B, 49, 1280 + 64 position)
 -> Q-Former queries (B, Q, H) -> decoder prefix (B, Q, H_llm) + caption tokens (B, T).
@@ -15,41 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from mmfeat.captioner import MANIFEST, Caption, Manifest
-from mmfeat.encoder import EfficientNetLite0, load_pretrained
+from captioner.configuration import LITE, MANIFEST, LiteConfig, Manifest
+from captioner.modeling.encoder import EfficientNetLite0, load_pretrained
+from captioner.processing import BOS, EOS, IMAGE_SIZE, PAD, WordVocab
 
-KIND = "lite0-qformer-llama"
-SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
-PAD, BOS, EOS, UNK = range(4)
-IMAGE_SIZE = 224
 POSITION_DIM = 64
-
-
-@dataclass(frozen=True)
-class LiteConfig:
-    hidden: int = 256
-    qformer_layers: int = 2
-    llm_layers: int = 3
-    heads: int = 4
-    queries: int = 16
-    max_new_tokens: int = 16
-    finetune_tail: int = 1  # encoder blocks (plus head) trained; 0 keeps the encoder wholly frozen
-    llm_hidden: int = 0  # 0: the same as ``hidden``
-    llm_intermediate: int = 0  # 0: twice the decoder's hidden size
-    min_new_tokens: int = 0  # > 0 fixes the caption length (throughput benchmarks)
-
-    @property
-    def decoder_hidden(self) -> int:
-        return self.llm_hidden or self.hidden
 
 
 def sincos_2d(side: int, dim: int) -> torch.Tensor:
@@ -61,34 +38,6 @@ def sincos_2d(side: int, dim: int) -> torch.Tensor:
     cols = x.repeat(side, 1)  # token i is at column i % side
     rows = x.repeat_interleave(side, dim=0)  # and row i // side
     return torch.cat([cols, rows], dim=1)
-
-
-class WordVocab:
-    """The decoder's word-level vocabulary (captions are normalized text)."""
-
-    def __init__(self, words: list[str]) -> None:
-        self.words = list(SPECIALS) + [w for w in words if w not in SPECIALS]
-        self.ids = {w: i for i, w in enumerate(self.words)}
-
-    def encode(self, text: str) -> list[int]:
-        return [BOS] + [self.ids.get(w, UNK) for w in text.split()] + [EOS]
-
-    def decode(self, ids: list[int]) -> str:
-        return " ".join(self.words[i] for i in ids if i >= len(SPECIALS))
-
-
-def letterbox(img: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
-    """Fit an RGB image into a white size x size square, aspect ratio kept (scenes are drawn that way)."""
-    img = img.copy()
-    img.thumbnail((size, size))
-    canvas = Image.new("RGB", (size, size), "white")
-    canvas.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
-    return canvas
-
-
-def to_tensor(images: list[Image.Image]) -> torch.Tensor:
-    arr = np.stack([np.asarray(letterbox(im.convert("RGB")), dtype=np.uint8) for im in images])
-    return EfficientNetLite0.normalize(torch.from_numpy(arr).permute(0, 3, 1, 2))
 
 
 class LiteCaptioner(nn.Module):
@@ -185,7 +134,7 @@ def save_model_dir(
     digest = hashlib.sha256((out_dir / "weights.safetensors").read_bytes()).hexdigest()[:8]
     manifest = Manifest(
         name=name, version=f"{name}@{digest}", trained=trained, max_new_tokens=model.config.max_new_tokens, image_size=IMAGE_SIZE,
-        kind=KIND,
+        kind=LITE,
     )  # fmt: skip
     meta = {**asdict(manifest), "config": asdict(model.config), **(extra or {})}
     (out_dir / MANIFEST).write_text(json.dumps(meta, indent=2) + "\n")
@@ -211,25 +160,3 @@ def load_model_dir(model_dir: Path) -> tuple[LiteCaptioner, WordVocab]:
     if unexpected or any(not k.startswith("encoder.") for k in missing):
         raise ValueError(f"{model_dir}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model.eval(), vocab
-
-
-class LiteRuntime:
-    """CaptionerRuntime's engine for a ``lite0-qformer-llama`` model directory."""
-
-    def __init__(
-        self, model_dir: Path | None, device: str = "cpu", *, model: LiteCaptioner | None = None, vocab: WordVocab | None = None
-    ) -> None:
-        """From a model directory, or from a model in memory (``model`` and ``vocab``, e.g. untrained)."""
-        if model_dir is not None:
-            model, vocab = load_model_dir(model_dir)
-        assert model is not None and vocab is not None
-        self.model, self.vocab = model.eval(), vocab
-        if device.startswith("cuda"):
-            self.model.half()  # the decoder in fp16 on a GPU, as it would be served
-        self.model.to(device)
-        self.device = device
-
-    def caption(self, images: list[Image.Image], max_new_tokens: int) -> list[Caption]:
-        pixels = to_tensor(images).to(self.device, next(self.model.parameters()).dtype)
-        trunk = self.model.trunk(pixels)
-        return [Caption(text=self.vocab.decode(ids), token_ids=ids) for ids in self.model.generate(trunk, max_new_tokens)]

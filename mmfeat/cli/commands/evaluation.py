@@ -1,0 +1,79 @@
+"""The demo, the ranker's offline evaluation, the training-data export and the benchmarks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mmfeat.cli.app import _flags, app, console, out, settings
+from mmfeat.errors import MmfeatError
+from mmfeat.settings import load_settings
+
+
+@app.command()
+def demo(
+    images: Annotated[Path | None, typer.Option(help="Folder of images (default: the clip-art drawings the captioner knows)")] = None,
+    count: Annotated[int, typer.Option(help="How many images to upload")] = 300,
+    rate: Annotated[float, typer.Option(help="Uploads per second")] = 30.0,
+    users: Annotated[int, typer.Option(help="Simulated users engaging with the captioned items")] = 40,
+    engagements: Annotated[int, typer.Option(help="Engagements they make")] = 3000,
+    seed: int = 0,
+) -> None:
+    """Fresh services; upload real images and caption them all; then engagements -> user interest profiles."""
+    from mmfeat.cli.demo import run_demo
+
+    run_demo(load_settings(**_flags), images=images, count=count, seed=seed, rate=rate, profile_users=users, engagements=engagements)
+
+
+@app.command("eval")
+def eval_ranker(
+    seed: Annotated[int, typer.Option(help="Which simulated world")] = 0,
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("results/eval"),
+    quick: Annotated[bool, typer.Option(help="A small world (tests)")] = False,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs per variant (default: chosen by early stopping)")] = None,
+    train_seeds: Annotated[int | None, typer.Option(help="Training runs per variant, metrics averaged (default 5; 2 with --quick)")] = None,
+    world: Annotated[list[str] | None, typer.Option("--set", help="A world setting, NAME=VALUE (users, impressions, w_names, ...)")] = None,
+) -> None:
+    """The paper's offline tables on a simulated world: MM-LLM features in a DLRM-style ranker vs a visual baseline."""
+    from ranking.evaluate import run
+
+    pairs = [w.split("=", 1) for w in world or []]
+    if any(len(p) != 2 for p in pairs):
+        raise MmfeatError("--set takes NAME=VALUE")
+    run(
+        load_settings(**_flags), seed=seed, out_dir=out_dir, quick=quick, epochs=epochs, world_settings=dict(pairs), train_seeds=train_seeds
+    )
+    out.print((out_dir / "report.md").read_text())
+    console.print(f"eval: wrote {out_dir / 'report.md'}, report.json and report.png")
+
+
+@app.command("export-training-data")
+def export_training_data(
+    out_file: Annotated[Path, typer.Option("--out", help="Parquet file to write")] = Path("training-data.parquet"),
+    tokenizers: Annotated[str, typer.Option(help="Comma-separated item token lists to include")] = "sp,word",
+) -> None:
+    """Engagements joined with item features and point-in-time profiles, from the topics, as Parquet."""
+    from tqdm import tqdm
+
+    from ranking.export import export_training_data as export
+
+    names = tuple(t for t in tokenizers.split(",") if t)
+    with tqdm(desc="export", unit="engagement", file=sys.stderr) as bar:
+        summary = export(settings(), out_file, tokenizers=names, progress=lambda k: bar.update(k - bar.n))
+    console.print(f"export: {summary.rows} rows -> {summary.path}; {summary.without_features} engagement(s) left out: no item features")
+
+
+@app.command()
+def bench(
+    which: Annotated[str, typer.Argument(help="worker | captioner | profiles | backfill | ranker")],
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("results"),
+    quick: bool = False,
+) -> None:
+    """Run a benchmark side by side with its baseline and write results/<name>.json."""
+    from bench import run as bench_run
+
+    path = bench_run.main(which, out_dir=out_dir, quick=quick)
+    console.print(f"bench: wrote {path}")

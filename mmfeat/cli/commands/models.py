@@ -1,0 +1,88 @@
+"""The captioner and the tokenizers: make, train, evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mmfeat.cli.app import _flags, app, console, out
+from mmfeat.settings import DEFAULT_CAPTIONER, load_settings
+
+
+@app.command("make-captioner")
+def make_captioner(out_dir: Annotated[Path, typer.Option("--out")] = Path("models/captioner"), seed: int = 0) -> None:
+    """Write the tiny UNTRAINED captioner (real BLIP-2 architecture, random weights) for tests and benchmarks."""
+    from captioner.modeling.hf_blip2 import make_untrained_captioner
+
+    m = make_untrained_captioner(out_dir, seed=seed)
+    console.print(f"captioner: wrote {out_dir} version={m.version} (untrained: captions are random words)")
+
+
+@app.command("train-tokenizers")
+def train_tokenizers(
+    out_dir: Annotated[Path | None, typer.Option("--out")] = None,
+    captions: Annotated[int, typer.Option(help="Corpus size")] = 20000,
+    seed: int = 0,
+) -> None:
+    """Train every tokenizer that has files (A: SentencePiece, B: word vocabulary, ...) on the caption corpus."""
+    from captioner.world.clipart import caption_corpus
+    from mmfeat.normalize import normalize_caption
+    from mmfeat.tokenizers import trainable
+
+    target = out_dir or load_settings(**_flags).tokenizer_dir
+    target.mkdir(parents=True, exist_ok=True)
+    corpus = [normalize_caption(c) for c in caption_corpus(captions, seed)]
+    for spec in trainable():
+        assert spec.train is not None
+        console.print(f"tokenizers: {spec.name} ({spec.label}): wrote {spec.train(corpus, target)}")
+
+
+@app.command("build-clipart-vocab")
+def build_clipart_vocab(
+    root: Annotated[Path, typer.Option(help="openclipart-png's png/ folder")] = Path("/usr/share/openclipart/png"),
+    dictionary: Annotated[Path, typer.Option(help="An English word list (Debian's wamerican)")] = Path("/usr/share/dict/american-english"),
+) -> None:
+    """Rebuild captioner/world/clipart_vocab.json: object names with 3+ distinct drawings (committed; rarely needed)."""
+    from captioner.world.clipart import VOCAB_FILE, build_vocabulary
+
+    vocab = build_vocabulary(root, dictionary)
+    VOCAB_FILE.write_text(
+        json.dumps({"source": f"{root}, built by mmfeat build-clipart-vocab", "names": vocab}, indent=1, sort_keys=True) + "\n"
+    )
+    console.print(f"clipart: {len(vocab)} names, {sum(map(len, vocab.values()))} drawings -> {VOCAB_FILE}")
+
+
+@app.command("train-captioner")
+def train_captioner(
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("models/captioner"),
+    seed: int = 0,
+    scenes: Annotated[int, typer.Option(help="Training scenes to generate")] = 8000,
+    epochs: int = 12,
+) -> None:
+    """Train the default captioner (Lite0 -> Q-Former -> LLaMA) on generated clip-art scenes; seeded."""
+    from captioner.training.train import train
+
+    result = train(out_dir, seed=seed, scenes_n=scenes, epochs=epochs)
+    console.print(
+        f"captioner: wrote {out_dir} version={result.version} in {result.seconds / 60:.1f} min; loss curve {out_dir / 'loss.png'}"
+    )
+
+
+@app.command("eval-captioner")
+def eval_captioner(
+    model_dir: Annotated[
+        Path, typer.Option("--model", help="A captioner model directory (default: the served default)")
+    ] = DEFAULT_CAPTIONER,
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("results"),
+    quick: Annotated[bool, typer.Option(help="A small held-out subset (tests)")] = False,
+) -> None:
+    """Caption quality on held-out scenes vs the untrained model, nearest-neighbour retrieval and an ImageNet-label template."""
+    from captioner.evaluation.quality import evaluate
+    from mmfeat.cli.render import quality_table
+
+    results = evaluate(model_dir, out_dir, quick=quick)
+    out.print(quality_table(results))
+    console.print(f"eval: wrote {out_dir / 'caption_quality.json'} and {out_dir / 'caption_examples.png'}")

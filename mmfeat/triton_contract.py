@@ -1,0 +1,112 @@
+"""The Triton contract of the captioner: every tensor, its dtype and shape, in one place.
+
+The worker's client (workers/triton_client.py) builds requests and reads answers with it, the Python
+backend (triton_models/captioner/1/model.py) reads requests and builds answers with it, the version
+probe sends through it, and a unit test checks triton_models/captioner/config.pbtxt against it. numpy
+only: no Triton package is needed to import it.
+
+Per request (the client sends one item per request; the batcher merges them):
+
+    IMAGE              BYTES  [1]   encoded media bytes (the media kind's model input)
+    PROMPT             BYTES  [1]   optional UTF-8 prompt
+  ->
+    CAPTION            BYTES  [1]   UTF-8 caption
+    TOKEN_IDS          INT64  [-1]  the decoder's ids, -1 padding ragged rows of a multi-item request
+    CAPTIONER_VERSION  BYTES  [1]   the model directory's version (lineage, dedupe)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Caption:
+    """What the captioner answers for one item."""
+
+    text: str
+    token_ids: list[int]
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str  # Triton's wire name: BYTES, INT64, FP16, ...
+    dims: tuple[int, ...]  # per item (the batch dimension is Triton's)
+    optional: bool = False
+
+    @property
+    def config_type(self) -> str:
+        """The data_type config.pbtxt names for it."""
+        return "TYPE_STRING" if self.dtype == "BYTES" else f"TYPE_{self.dtype}"
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    name: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+
+    def input(self, name: str) -> Tensor:
+        return next(t for t in self.inputs if t.name == name)
+
+    def output(self, name: str) -> Tensor:
+        return next(t for t in self.outputs if t.name == name)
+
+
+IMAGE = Tensor("IMAGE", "BYTES", (1,))
+PROMPT = Tensor("PROMPT", "BYTES", (1,), optional=True)
+CAPTION = Tensor("CAPTION", "BYTES", (1,))
+TOKEN_IDS = Tensor("TOKEN_IDS", "INT64", (-1,))
+CAPTIONER_VERSION = Tensor("CAPTIONER_VERSION", "BYTES", (1,))
+CAPTIONER = ModelContract("captioner", inputs=(IMAGE, PROMPT), outputs=(CAPTION, TOKEN_IDS, CAPTIONER_VERSION))
+TOKEN_PAD = -1
+
+
+def request_arrays(media: bytes, prompt: str) -> dict[str, np.ndarray]:
+    """One item's request tensors, (1, 1) each (a batch of one); PROMPT only when there is one."""
+    arrays = {IMAGE.name: np.array([[media]], dtype=np.object_)}
+    if prompt:
+        arrays[PROMPT.name] = np.array([[prompt.encode()]], dtype=np.object_)
+    return arrays
+
+
+def read_request(get: Callable[[str], np.ndarray | None]) -> tuple[list[bytes], list[str]]:
+    """A request's media and prompts (the model side); ``get(name)`` is None for an absent optional input."""
+    media = [bytes(b) for b in _require(get, IMAGE).reshape(-1)]
+    prompt = get(PROMPT.name)
+    prompts = [b"" for _ in media] if prompt is None else list(prompt.reshape(-1))
+    if len(prompts) != len(media):
+        raise ValueError(f"{len(media)} {IMAGE.name} items but {len(prompts)} {PROMPT.name} items")
+    return media, [p.decode("utf-8") if isinstance(p, bytes) else str(p) for p in prompts]
+
+
+def answer_arrays(captions: Sequence[Caption], version: str) -> dict[str, np.ndarray]:
+    """The output tensors of one request's captions (the model side)."""
+    width = max((len(c.token_ids) for c in captions), default=0)
+    ids = np.full((len(captions), width), TOKEN_PAD, dtype=np.int64)
+    for row, c in enumerate(captions):
+        ids[row, : len(c.token_ids)] = c.token_ids
+    return {
+        CAPTION.name: np.array([[c.text.encode()] for c in captions], dtype=np.object_),
+        TOKEN_IDS.name: ids,
+        CAPTIONER_VERSION.name: np.array([[version.encode()]] * len(captions), dtype=np.object_),
+    }
+
+
+def read_answer(get: Callable[[str], np.ndarray | None]) -> tuple[Caption, str]:
+    """A one-item answer (the client side): its caption and the captioner version that made it."""
+    ids = [int(t) for t in _require(get, TOKEN_IDS).reshape(-1) if t != TOKEN_PAD]
+    text = _require(get, CAPTION).reshape(-1)[0].decode("utf-8", "replace")
+    version = _require(get, CAPTIONER_VERSION).reshape(-1)[0].decode("utf-8", "replace")
+    return Caption(text=text, token_ids=ids), version
+
+
+def _require(get: Callable[[str], np.ndarray | None], t: Tensor) -> np.ndarray:
+    got = get(t.name)
+    if got is None:
+        raise ValueError(f"tensor {t.name} is missing")
+    return got

@@ -54,15 +54,15 @@ async def _aiokafka_rate(bootstrap: str, topic: str, n: int) -> float:
 
 def aiokafka_consume_rate(s: Settings, topic: str, n: int) -> float:
     """Records/s of a bare aiokafka consumer (the client Faust itself uses) reading ``n`` records from the start."""
-    assert s.bootstrap_servers
-    return asyncio.run(_aiokafka_rate(s.bootstrap_servers, topic, n))
+    assert s.kafka.bootstrap_servers
+    return asyncio.run(_aiokafka_rate(s.kafka.bootstrap_servers, topic, n))
 
 
 def faust_floor_rate(s: Settings, topic: str, n: int, tmp: Path) -> float:
     """Events/s of a Faust agent that only counts the events of ``topic``: what Faust itself costs."""
-    assert s.bootstrap_servers
+    assert s.kafka.bootstrap_servers
     out = tmp / "floor.json"
-    cmd = [sys.executable, "-m", "bench.faust_floor", s.bootstrap_servers, topic, str(n), str(out), str(tmp / "floor")]
+    cmd = [sys.executable, "-m", "bench.faust_floor", s.kafka.bootstrap_servers, topic, str(n), str(out), str(tmp / "floor")]
     with (tmp / "floor.log").open("ab") as log:
         subprocess.run(
             cmd, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, stdout=log, stderr=subprocess.STDOUT, timeout=600, check=True
@@ -74,7 +74,7 @@ def faust_floor_rate(s: Settings, topic: str, n: int, tmp: Path) -> float:
 def _wait_profiles(s: Settings, target: int, desc: str, timeout_s: float = 900) -> None:
     deadline = time.monotonic() + timeout_s
     with tqdm(total=target, desc=desc, unit="upd", file=sys.stderr) as bar:
-        while (got := topic_size(s, s.profiles_topic)) < target:
+        while (got := topic_size(s, s.topics.profiles_topic)) < target:
             bar.update(got - bar.n)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"profiles app wrote {got} of {target} profile records in {timeout_s}s")
@@ -91,7 +91,7 @@ def _paced(s: Settings, evs: list[EngagementV1], rate: float) -> None:
     for i in range(0, len(evs), chunk):
         now = datetime.now(UTC)
         batch = [e.model_copy(update={"ts": now}) for e in evs[i : i + chunk]]
-        tracker.produce_all(engagement_records(s, batch), s.delivery_timeout_s)
+        tracker.produce_all(engagement_records(s, batch), s.kafka.delivery_timeout_s)
         ahead = start + (i + chunk) / rate - time.perf_counter()
         if ahead > 0:
             time.sleep(ahead)
@@ -99,9 +99,11 @@ def _paced(s: Settings, evs: list[EngagementV1], rate: float) -> None:
 
 def _latencies(s: Settings, id_prefix: str) -> list[float]:
     """Seconds from each engagement record (ids starting with ``id_prefix``) to the profile record it produced."""
-    produced = {json.loads(r.value or b"{}").get("event_id"): r.timestamp_ms for r in read_topic(s, s.engagements_topic, timeout_s=5)}
+    produced = {
+        json.loads(r.value or b"{}").get("event_id"): r.timestamp_ms for r in read_topic(s, s.topics.engagements_topic, timeout_s=5)
+    }
     out = []
-    for r in read_topic(s, s.profiles_topic, timeout_s=5):
+    for r in read_topic(s, s.topics.profiles_topic, timeout_s=5):
         eid = json.loads(r.value or b"{}").get("last_engagement_id")
         if isinstance(eid, str) and eid.startswith(id_prefix) and eid in produced:
             out.append((r.timestamp_ms - produced[eid]) / 1000)
@@ -110,8 +112,8 @@ def _latencies(s: Settings, id_prefix: str) -> list[float]:
 
 def bench_profiles(s: Settings, n: int, load_n: int, users: int = 500, items: int = 300) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="mmfeat-bench-profiles-"))
-    s = s.model_copy(
-        update={
+    s = s.updated(
+        {
             "profiles_app_id": f"bench-profiles-{time.time_ns()}",
             "profiles_data_dir": tmp / "faust",
             "profiles_web_port": free_port(),
@@ -124,7 +126,9 @@ def bench_profiles(s: Settings, n: int, load_n: int, users: int = 500, items: in
     item_ids = [f"it-{i}" for i in range(items)]
     feats = [
         OutRecord(
-            s.features_topic, it, json.dumps({"item_id": it, "token_ids": {"word": [2 + (i * k) % 160 for k in range(1, 9)]}}).encode()
+            s.topics.features_topic,
+            it,
+            json.dumps({"item_id": it, "token_ids": {"word": [2 + (i * k) % 160 for k in range(1, 9)]}}).encode(),
         )
         for i, it in enumerate(item_ids)
     ]
@@ -134,12 +138,12 @@ def bench_profiles(s: Settings, n: int, load_n: int, users: int = 500, items: in
     with tqdm(total=n, desc="produce", unit="rec", file=sys.stderr) as bar:
         evs = synthetic_engagements(user_ids, item_ids, n, seed=1, start=start, spacing_s=1.0, shuffle_s=600.0)
         send_records(s, engagement_records(s, evs), progress=lambda k: bar.update(k - bar.n), chunk=1000)
-    raw = aiokafka_consume_rate(s, s.engagements_topic, n)
-    floor = faust_floor_rate(s, s.engagements_topic, n, tmp)
+    raw = aiokafka_consume_rate(s, s.topics.engagements_topic, n)
+    floor = faust_floor_rate(s, s.topics.engagements_topic, n, tmp)
 
     with profiles_app(s, tmp / "profiles.log"):
         _wait_profiles(s, n, "profiles (backlog)")
-        stamps = [r.timestamp_ms for r in read_topic(s, s.profiles_topic, timeout_s=5)]
+        stamps = [r.timestamp_ms for r in read_topic(s, s.topics.profiles_topic, timeout_s=5)]
         app_rate = (n - 1) / ((max(stamps) - min(stamps)) / 1000)
 
         loads = []

@@ -146,13 +146,13 @@ def worker_rate(s: Settings, n: int) -> float:
 
 def bench_worker(n: int) -> dict[str, Any]:
     with Stack([BENCH_MODELS]) as s:
-        s = s.model_copy(update={"triton_model": "null_captioner", "batch_size": 64, "budget_rate_per_s": 1e9, "budget_burst": 10**9,
+        s = s.updated({"triton_model": "null_captioner", "batch_size": 64, "budget_rate_per_s": 1e9, "budget_burst": 10**9,
                                  "dedupe_path": Path(tempfile.mkdtemp(prefix="mmfeat-dedupe-")) / "db"})  # fmt: skip
         ensure_topics(s, upload_topics(s, 4))
         with tqdm(total=n, desc="produce", unit="rec", file=sys.stderr) as bar:
             send_uploads(s, synthetic_uploads(n, seed=1), progress=lambda k: bar.update(k - bar.n))
-        raw = raw_consume_rate(s, s.uploads_topic, n)
-        relay = relay_rate(s, s.uploads_topic, s.deferred_topic, n)
+        raw = raw_consume_rate(s, s.topics.uploads_topic, n)
+        relay = relay_rate(s, s.topics.uploads_topic, s.topics.deferred_topic, n)
         worker = worker_rate(s, n)
     return {
         "records": n, "raw_consume_per_s": round(raw, 1), "relay_per_s": round(relay, 1), "worker_per_s": round(worker, 1),
@@ -170,7 +170,12 @@ def backfill_rate(s: Settings, since_ms: int, until_ms: int, topic: str, n: int,
     from workers.backfill import Backfill, PartitionProgress, Request
 
     ensure_topics(s, [TopicSpec(topic, 4, compacted=True)])
-    job = Backfill(s, Request("uploads", s.uploads_topic, topic, s.triton_model, since_ms, until_ms), group_id=f"bench-{topic}", rate=rate)
+    job = Backfill(
+        s,
+        Request("uploads", s.topics.uploads_topic, topic, s.triton.triton_model, since_ms, until_ms),
+        group_id=f"bench-{topic}",
+        rate=rate,
+    )
     first: list[float] = []
     bar = tqdm(total=n, desc=f"backfill <= {rate:g}/s", unit="rec", file=sys.stderr)
 
@@ -189,7 +194,7 @@ def backfill_rate(s: Settings, since_ms: int, until_ms: int, topic: str, n: int,
 
 def bench_backfill(n: int) -> dict[str, Any]:
     with Stack([BENCH_MODELS]) as s:
-        s = s.model_copy(update={"triton_model": "null_captioner", "batch_size": 64, "budget_rate_per_s": 1e9, "budget_burst": 10**9,
+        s = s.updated({"triton_model": "null_captioner", "batch_size": 64, "budget_rate_per_s": 1e9, "budget_burst": 10**9,
                                  "dedupe_path": Path(tempfile.mkdtemp(prefix="mmfeat-dedupe-")) / "db", "backfill_metrics_port": 0,
                                  "worker_metrics_port": 0})  # fmt: skip
         ensure_topics(s, upload_topics(s, 4))
@@ -199,9 +204,9 @@ def bench_backfill(n: int) -> dict[str, Any]:
         time.sleep(0.01)
         until_ms = int(time.time() * 1000)
         live = worker_rate(s, n)
-        unpaced, _ = backfill_rate(s, since_ms, until_ms, s.features_topic + ".unpaced", n, 1e9)
+        unpaced, _ = backfill_rate(s, since_ms, until_ms, s.topics.features_topic + ".unpaced", n, 1e9)
         limit = round(live / 4, -1)
-        paced, batch = backfill_rate(s, since_ms, until_ms, s.features_topic + ".paced", n, limit)
+        paced, batch = backfill_rate(s, since_ms, until_ms, s.topics.features_topic + ".paced", n, limit)
     return {
         "records": n, "worker_per_s": round(live, 1), "backfill_unpaced_per_s": round(unpaced, 1),
         "ratio_backfill_vs_worker": round(unpaced / live, 3), "rate_limit_per_s": limit, "backfill_paced_per_s": round(paced, 1),
@@ -268,11 +273,11 @@ def bench_captioner(model_dir: Path, concurrency: int, duration_s: float, instan
     paths = list_images(OPENCLIPART, 64, seed=3) if OPENCLIPART.is_dir() else []
     images = [p.read_bytes() for p in paths if p.stat().st_size < 200_000] or [b""]
     with Stack([repo], kafka=False) as s:
-        assert s.triton_url
-        load_test(s.triton_url, "captioner_batched", images, concurrency, 3)  # warm-up
-        load_test(s.triton_url, "captioner_single", images, concurrency, 3)
-        single = load_test(s.triton_url, "captioner_single", images, concurrency, duration_s)
-        batched = load_test(s.triton_url, "captioner_batched", images, concurrency, duration_s)
+        assert s.triton.triton_url
+        load_test(s.triton.triton_url, "captioner_batched", images, concurrency, 3)  # warm-up
+        load_test(s.triton.triton_url, "captioner_single", images, concurrency, 3)
+        single = load_test(s.triton.triton_url, "captioner_single", images, concurrency, duration_s)
+        batched = load_test(s.triton.triton_url, "captioner_batched", images, concurrency, duration_s)
     shutil.rmtree(tmp, ignore_errors=True)
     manifest = read_manifest(model_dir)
     return {

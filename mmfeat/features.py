@@ -20,7 +20,8 @@ from mmfeat.schemas import (
     encode_record,
     validate_json,
 )
-from mmfeat.tokenizers import Tokenizer
+from mmfeat.settings import Features
+from mmfeat.tokenizers import Tokenizer, load_tokenizers
 from mmfeat.triton_contract import Caption
 
 
@@ -31,6 +32,11 @@ class FeatureBuilder:
         self.tokenizers = dict(tokenizers)
         self.names = list(names)
         self.max_words = max_words
+
+    @classmethod
+    def of(cls, f: Features) -> FeatureBuilder:
+        """The builder the settings' features section describes (the worker's, the backfill's, the ranker world's)."""
+        return cls(load_tokenizers(f.tokenizers, f.tokenizer_dir, f.hash_buckets), f.tokenizers, f.caption_max_words)
 
     def build(self, upload: UploadV1, caption: Caption, captioner_version: str, content_sha256: str) -> FeatureRecordV1:
         text = normalize_caption(caption.text, self.max_words)

@@ -1,7 +1,9 @@
-"""One validated, frozen settings object per process, read from ``MMFEAT_*`` env vars and flags.
+"""One validated, frozen settings object per process, in sections, read from ``MMFEAT_*`` env vars and flags.
 
-Unknown ``MMFEAT_*`` variables are errors (a typo must not silently fall back to a default).
-Only this module reads the environment; everything else receives a ``Settings``.
+Each stage reads its section (``settings.worker``, ``settings.profiles``, ...); the environment variables
+keep their flat names (``MMFEAT_BATCH_SIZE`` is ``settings.worker.batch_size``), so every field name is
+unique across sections. Unknown ``MMFEAT_*`` variables are errors (a typo must not silently fall back to a
+default). Only this module reads the environment; everything else receives a ``Settings``.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS, DEFAULT_MAX_VALUES
 from mmfeat.errors import ConfigError
@@ -21,20 +24,17 @@ from mmfeat.tokenizers import TOKENIZERS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ASSETS = Path(__file__).resolve().parent / "assets"
-DEFAULT_CAPTIONER = (
-    PROJECT_ROOT / "captioner" / "assets" / "default"
-)  # the trained default (mmfeat train-captioner), served by triton_models/captioner
+DEFAULT_CAPTIONER = PROJECT_ROOT / "captioner" / "assets" / "default"  # the trained default, served by triton_models/captioner
 ENV_PREFIX = "MMFEAT_"
 
 
-class Settings(BaseSettings):
-    """Everything a worker, the CLI or the embedded services need to know."""
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
-    # Where things run. None means "the embedded default that `mmfeat up` starts".
-    bootstrap_servers: str | None = None
-    triton_url: str | None = Field(default=None, description="Triton gRPC endpoint, host:port")
+class Services(_Section):
+    """The embedded services `mmfeat up` starts (docs/services.md)."""
+
     state_dir: Path = PROJECT_ROOT / ".mmfeat"
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "mmfeat")
     model_repository: Path = PROJECT_ROOT / "triton_models"
@@ -44,7 +44,11 @@ class Settings(BaseSettings):
     triton_grpc_port: int = 18001
     triton_metrics_port: int = 18002
 
-    # Kafka security, mapped onto every client's keys (librdkafka's and Faust's) in mmfeat.kafka.config.
+
+class Kafka(_Section):
+    """Where the cluster is and how to talk to it, mapped onto every client's keys in mmfeat/kafka/config.py."""
+
+    bootstrap_servers: str | None = None  # None: the broker `mmfeat up` started
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
@@ -55,58 +59,103 @@ class Settings(BaseSettings):
     ssl_key_password: SecretStr | None = None
     ssl_endpoint_identification: bool = Field(default=True, description="check that the broker's certificate names its host")
     kafka_log_level: int = Field(default=4, ge=0, le=7, description="librdkafka syslog level: 3 errors, 4 warnings, 6 info")
+    delivery_timeout_s: float = Field(default=60.0, gt=0)
 
-    # Topics (docs/topics.md).
+    @model_validator(mode="after")
+    def _security_complete(self) -> Kafka:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ValueError("ssl_certificate_location and ssl_key_location go together (mutual TLS)")
+        for path in (self.ssl_ca_location, self.ssl_certificate_location, self.ssl_key_location):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a file")
+        return self
+
+
+class Topics(_Section):
+    """The topics mmfeat reads and writes (docs/topics.md; mmfeat/topics.py creates them)."""
+
     uploads_topic: str = "media.uploads"
     features_topic: str = "media.item-features.v1"
     deferred_topic: str = "media.uploads.deferred"
     dlq_topic: str = "media.uploads.dlq"
-    group_id: str = "mmfeat-caption-worker"
+    engagements_topic: str = "engagements"
+    profiles_topic: str = "user.profiles.v1"
+    engagements_dlq_topic: str = "engagements.dlq"
+    unmatched_topic: str = "engagements.unmatched"
 
-    # Worker loop.
+
+class Worker(_Section):
+    """The caption worker's loop and gate (workers/)."""
+
+    group_id: str = "mmfeat-caption-worker"
     batch_size: int = Field(default=16, ge=1, le=1024)
     max_crashes_per_record: int = Field(
         default=2, ge=1, description="a record at the head of its partition when the worker died this often goes to the DLQ (crash_loop)"
     )
     poll_timeout_s: float = Field(default=0.5, gt=0)
-    delivery_timeout_s: float = Field(default=60.0, gt=0)
+    budget_rate_per_s: float = Field(default=200.0, gt=0)
+    budget_burst: int = Field(default=400, ge=1)
+    dedupe_path: Path | None = None
 
-    # Prometheus /metrics (0: off). The profiles app serves /metrics on its web port.
-    metrics_host: str = "127.0.0.1"
-    worker_metrics_port: int = Field(default=16067, ge=0, le=65535)
-    backfill_metrics_port: int = Field(default=16068, ge=0, le=65535)
-    metrics_interval_s: float = Field(default=5.0, gt=0, description="how often consumer lag is sampled")
 
-    # Captioner on Triton.
-    triton_model: str = "captioner"
-    triton_timeout_s: float = Field(default=60.0, gt=0)
-    triton_retries: int = Field(default=2, ge=0)
-    triton_unavailable_backoff_s: float = Field(default=1.0, gt=0)
-    prompt: str = ""
+class Fetch(_Section):
+    """What media may be fetched, how much and how long (workers/fetch.py, docs/guarantees.md)."""
 
-    # Fetch guards.
     allowed_roots: list[Path] = Field(default_factory=list)
     allowed_hosts: list[str] = Field(default_factory=list)
     max_media_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     max_pixels: int = Field(default=40_000_000, gt=0)
     fetch_timeout_s: float = Field(default=10.0, gt=0)
 
-    # Gate.
-    budget_rate_per_s: float = Field(default=200.0, gt=0)
-    budget_burst: int = Field(default=400, ge=1)
-    dedupe_path: Path | None = None
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _lower_hosts(cls, hosts: list[str]) -> list[str]:
+        return [h.lower() for h in hosts]
 
-    # Features.
+
+class Triton(_Section):
+    """The captioner on Triton (workers/triton_client.py)."""
+
+    triton_url: str | None = Field(default=None, description="Triton gRPC endpoint, host:port")  # None: the one `mmfeat up` started
+    triton_model: str = "captioner"
+    triton_timeout_s: float = Field(default=60.0, gt=0)
+    triton_retries: int = Field(default=2, ge=0)
+    triton_unavailable_backoff_s: float = Field(default=1.0, gt=0)
+    prompt: str = ""
+
+
+class Features(_Section):
+    """Caption -> feature record (mmfeat/features.py, mmfeat/tokenizers/)."""
+
     tokenizers: list[str] = Field(default_factory=lambda: list(TOKENIZERS))
     tokenizer_dir: Path = ASSETS / "tokenizers"
     hash_buckets: int = Field(default=1 << 20, ge=16, le=1 << 31)
     caption_max_words: int = Field(default=32, ge=1)
 
-    # User interest profiles (streams/, the Faust app).
-    engagements_topic: str = "engagements"
-    profiles_topic: str = "user.profiles.v1"
-    engagements_dlq_topic: str = "engagements.dlq"
-    unmatched_topic: str = "engagements.unmatched"
+    @field_validator("tokenizers")
+    @classmethod
+    def _known_tokenizers(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in TOKENIZERS]
+        if unknown or not names or len(set(names)) != len(names):
+            raise ValueError(f"tokenizers are distinct names of {', '.join(TOKENIZERS)} (bad: {unknown or names})")
+        return names
+
+
+class Metrics(_Section):
+    """Prometheus /metrics (0: off). The profiles app serves /metrics on its web port."""
+
+    metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=16067, ge=0, le=65535)
+    backfill_metrics_port: int = Field(default=16068, ge=0, le=65535)
+    metrics_interval_s: float = Field(default=5.0, gt=0, description="how often consumer lag is sampled")
+
+
+class Profiles(_Section):
+    """User interest profiles (streams/, the Faust app; mmfeat/profile.py)."""
+
     profiles_app_id: str = "mmfeat-profiles"
     profiles_data_dir: Path | None = None
     profiles_web_host: str = "127.0.0.1"
@@ -146,26 +195,6 @@ class Settings(BaseSettings):
             raise ValueError(f"event maximum values must be in [0, 1e9] (bad: {bad})")
         return maxima
 
-    @model_validator(mode="after")
-    def _security_complete(self) -> Settings:
-        sasl = self.security_protocol.startswith("SASL_")
-        if sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
-            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
-        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
-            raise ValueError("ssl_certificate_location and ssl_key_location go together (mutual TLS)")
-        for path in (self.ssl_ca_location, self.ssl_certificate_location, self.ssl_key_location):
-            if path is not None and not path.is_file():
-                raise ValueError(f"{path} is not a file")
-        return self
-
-    @field_validator("tokenizers")
-    @classmethod
-    def _known_tokenizers(cls, names: list[str]) -> list[str]:
-        unknown = [n for n in names if n not in TOKENIZERS]
-        if unknown or not names or len(set(names)) != len(names):
-            raise ValueError(f"tokenizers are distinct names of {', '.join(TOKENIZERS)} (bad: {unknown or names})")
-        return names
-
     @field_validator("profile_tokenizer")
     @classmethod
     def _known_profile_tokenizer(cls, name: str) -> str:
@@ -173,19 +202,72 @@ class Settings(BaseSettings):
             raise ValueError(f"profile_tokenizer is one of {', '.join(TOKENIZERS)}")
         return name
 
-    @field_validator("allowed_hosts")
+
+SECTIONS: dict[str, type[_Section]] = {
+    "services": Services, "kafka": Kafka, "topics": Topics, "worker": Worker, "fetch": Fetch, "triton": Triton,
+    "features": Features, "metrics": Metrics, "profiles": Profiles,
+}  # fmt: skip
+FIELDS: dict[str, str] = {field: section for section, model in SECTIONS.items() for field in model.model_fields}  # field -> section
+assert len(FIELDS) == sum(len(m.model_fields) for m in SECTIONS.values()), "field names must be unique across sections"
+
+
+class Settings(BaseModel):
+    """Everything a worker, the CLI or the embedded services need to know, one section per stage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    services: Services = Field(default_factory=Services)
+    kafka: Kafka = Field(default_factory=Kafka)
+    topics: Topics = Field(default_factory=Topics)
+    worker: Worker = Field(default_factory=Worker)
+    fetch: Fetch = Field(default_factory=Fetch)
+    triton: Triton = Field(default_factory=Triton)
+    features: Features = Field(default_factory=Features)
+    metrics: Metrics = Field(default_factory=Metrics)
+    profiles: Profiles = Field(default_factory=Profiles)
+
     @classmethod
-    def _lower_hosts(cls, hosts: list[str]) -> list[str]:
-        return [h.lower() for h in hosts]
+    def of(cls, values: Mapping[str, Any]) -> Settings:
+        """Validated settings from flat field names (``{"batch_size": 8}``), as the environment names them."""
+        nested: dict[str, dict[str, Any]] = {}
+        for name, value in values.items():
+            if name not in FIELDS:
+                raise ConfigError(f"unknown setting {name}; see docs/configuration.md")
+            nested.setdefault(FIELDS[name], {})[name] = value
+        return cls.model_validate(nested)
+
+    def value(self, name: str) -> Any:
+        """A setting by its flat name."""
+        return getattr(getattr(self, FIELDS[name]), name)
+
+    def updated(self, changes: Mapping[str, Any]) -> Settings:
+        """A copy with settings replaced by flat name (not validated again, as model_copy; tests and services use it)."""
+        by_section: dict[str, dict[str, Any]] = {}
+        for name, value in changes.items():
+            if name not in FIELDS:
+                raise ConfigError(f"unknown setting {name}")
+            by_section.setdefault(FIELDS[name], {})[name] = value
+        return self.model_copy(update={sec: getattr(self, sec).model_copy(update=upd) for sec, upd in by_section.items()})
+
+    def flat(self) -> dict[str, Any]:
+        return {name: self.value(name) for name in FIELDS}
 
     @property
     def dedupe_store(self) -> Path:
-        return self.dedupe_path or self.state_dir / f"dedupe-{self.group_id}"
+        return self.worker.dedupe_path or self.services.state_dir / f"dedupe-{self.worker.group_id}"
+
+    @property
+    def profiles_state(self) -> Path:
+        """The app's RocksDB folder: one per app id, so a replay (another app id) runs beside the live app."""
+        p = self.profiles
+        if p.profiles_data_dir is not None:
+            return p.profiles_data_dir / p.profiles_app_id
+        return self.services.state_dir / f"faust-{p.profiles_app_id}"
 
     def to_env(self) -> dict[str, str]:
         """``MMFEAT_*`` variables that reproduce these settings in a subprocess (secrets included: pass with care)."""
         env = {}
-        for name, value in self.model_dump().items():
+        for name, value in self.flat().items():
             if value is None:
                 continue
             if isinstance(value, SecretStr):
@@ -197,24 +279,29 @@ class Settings(BaseSettings):
             env[ENV_PREFIX + name.upper()] = str(value)
         return env
 
-    @property
-    def profiles_state(self) -> Path:
-        """The app's RocksDB folder: one per app id, so a replay (another app id) runs beside the live app."""
-        if self.profiles_data_dir is not None:
-            return self.profiles_data_dir / self.profiles_app_id
-        return self.state_dir / f"faust-{self.profiles_app_id}"
+
+def _from_env(name: str, raw: str) -> Any:
+    """An env var's value: JSON for list and dict settings, the string itself otherwise (pydantic converts it)."""
+    annotation = SECTIONS[FIELDS[name]].model_fields[name].annotation
+    if typing.get_origin(annotation) in (list, dict):
+        try:
+            return json.loads(raw)
+        except ValueError as e:
+            raise ConfigError(f"invalid setting {name} ({ENV_PREFIX}{name.upper()}): not JSON ({e})") from e
+    return raw
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Build the process's settings: env vars, then explicit overrides (CLI flags), validated."""
-    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    known = {ENV_PREFIX + name.upper(): name for name in FIELDS}
     unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see docs/configuration.md")
-    clean = {k: v for k, v in overrides.items() if v is not None}
+    values = {known[k]: _from_env(known[k], v) for k, v in os.environ.items() if k in known}
+    values |= {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**clean)
+        return Settings.of(values)
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        where = str(first["loc"][-1]) if len(first["loc"]) > 1 else ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from e

@@ -18,27 +18,27 @@ TABLES = ("items", "pending", "pending-index", "profiles")  # the profiles app's
 def upload_topics(settings: Settings, partitions: int = 4) -> list[TopicSpec]:
     s = settings
     return [
-        TopicSpec(s.uploads_topic, partitions),
-        TopicSpec(s.features_topic, partitions, compacted=True),
-        TopicSpec(s.deferred_topic, partitions),
-        TopicSpec(s.dlq_topic, partitions),
+        TopicSpec(s.topics.uploads_topic, partitions),
+        TopicSpec(s.topics.features_topic, partitions, compacted=True),
+        TopicSpec(s.topics.deferred_topic, partitions),
+        TopicSpec(s.topics.dlq_topic, partitions),
     ]
 
 
 def profile_topics(settings: Settings, partitions: int = 4) -> list[TopicSpec]:
     s = settings
     return [
-        TopicSpec(s.engagements_topic, partitions),
-        TopicSpec(s.features_topic, partitions, compacted=True),
-        TopicSpec(s.profiles_topic, partitions, compacted=True),
-        TopicSpec(s.engagements_dlq_topic, partitions),
-        TopicSpec(s.unmatched_topic, partitions),
+        TopicSpec(s.topics.engagements_topic, partitions),
+        TopicSpec(s.topics.features_topic, partitions, compacted=True),
+        TopicSpec(s.topics.profiles_topic, partitions, compacted=True),
+        TopicSpec(s.topics.engagements_dlq_topic, partitions),
+        TopicSpec(s.topics.unmatched_topic, partitions),
     ]
 
 
 def internal_topics(settings: Settings) -> dict[str, str]:
     """The profiles app's own topic names: the two repartitions, the leader topic, one changelog per table."""
-    app_id = settings.profiles_app_id
+    app_id = settings.profiles.profiles_app_id
     names = {"by_item": f"{app_id}-by-item", "by_user": f"{app_id}-by-user", "leader": f"{app_id}-__assignor-__leader"}
     names.update({t: f"{app_id}-{t}-changelog" for t in TABLES})
     return names
@@ -46,7 +46,7 @@ def internal_topics(settings: Settings) -> dict[str, str]:
 
 def app_topics(settings: Settings) -> list[TopicSpec]:
     """Every topic the profiles app reads or writes, with ``profiles_partitions`` partitions."""
-    p = settings.profiles_partitions
+    p = settings.profiles.profiles_partitions
     names = internal_topics(settings)
     return [
         *profile_topics(settings, p),

@@ -108,54 +108,15 @@ def run(
     train_rows, eval_rows = np.arange(cut), np.arange(cut, n)
     subsets = np.array_split(np.random.default_rng(seed).permutation(eval_rows), SUBSETS)
 
-    results: dict[str, Any] = {"variants": {}}
-    models = {}
-    for v in tqdm(VARIANTS, desc="train variants", file=sys.stderr):
-        # the epoch count: given, or chosen per variant on the end of the training period, then trained on all of it
-        chosen, curve = (epochs, []) if epochs else select_epochs(ds, train_rows, v, max_epochs=max_epochs, seed=seed)
-        runs = []
-        for k in range(train_seeds):
-            model, qps = train(ds, train_rows, v, epochs=chosen, seed=seed + 1000 * k)
-            runs.append((model, qps, predict(model, ds, eval_rows, v)))
-        models[v.name] = runs[0][0]
-        by_seed = [task_metrics(ds.labels[eval_rows], probs) for _, _, probs in runs]
-        # eval rows are cut..n-1
-        per_subset = [mean_metrics([task_metrics(ds.labels[s], probs[s - cut]) for _, _, probs in runs]) for s in subsets]
-        results["variants"][v.name] = {
-            "description": v.description, "lists": list(v.lists), "train_examples_per_s": runs[0][1], "epochs": chosen,
-            "validation_ne_by_epoch": curve, "tasks": mean_metrics(by_seed), "tasks_by_seed": by_seed, "subsets": per_subset,
-        }  # fmt: skip
-
+    results, models = train_variants(
+        ds, train_rows, eval_rows, subsets, epochs=epochs, max_epochs=max_epochs, train_seeds=train_seeds, seed=seed
+    )
+    table1 = gains_table(results)
     base = results["variants"]["baseline"]
-    table1 = []
-    for v in VARIANTS[1:]:
-        r = results["variants"][v.name]
-        a_gain = float(np.mean([auc_gain(base["tasks"][t]["auc"], r["tasks"][t]["auc"]) for t in TASKS]))
-        n_gain = float(np.mean([ne_gain(base["tasks"][t]["ne"], r["tasks"][t]["ne"]) for t in TASKS]))
-        _, p_ne = paired_ttest([mean_over_tasks(m, "ne") for m in base["subsets"]], [mean_over_tasks(m, "ne") for m in r["subsets"]])
-        _, p_auc = paired_ttest([mean_over_tasks(m, "auc") for m in base["subsets"]], [mean_over_tasks(m, "auc") for m in r["subsets"]])
-        table1.append({"variant": v.name, "auc_gain": a_gain, "ne_gain": n_gain, "p_ne": p_ne, "p_auc": p_auc})
     full = VARIANTS[-1]
     full_r = results["variants"][full.name]
     table2 = {t: -ne_gain(base["tasks"][t]["ne"], full_r["tasks"][t]["ne"]) for t in TASKS}  # relative NE change (negative = better)
-
-    # ablation: the full model scored with its MM-LLM features emptied (trained-without is the baseline row)
-    empty = _emptied(ds, full.lists)
-    ablated = task_metrics(ds.labels[eval_rows], predict(models[full.name], empty, eval_rows, full))
-    first = full_r["tasks_by_seed"][0]  # the model that the ablation and the importance score
-    ablation = {
-        "ne_full": mean_over_tasks(first, "ne"), "ne_mmllm_features_emptied": mean_over_tasks(ablated, "ne"),
-        "ne_retrained_without": mean_over_tasks(base["tasks"], "ne"),
-    }  # fmt: skip
-
-    # shuffle feature importance on the full model: NE increase when one feature is read from another example
-    rng = np.random.default_rng(seed + 1)
-    importance = {}
-    ne_full = mean_over_tasks(first, "ne")
-    for feat in ("user", "item", "owner", "dense", "visual", *full.lists):
-        perm = rng.permutation(eval_rows)
-        shuffled = task_metrics(ds.labels[eval_rows], predict(models[full.name], ds, eval_rows, full, {feat: perm}))
-        importance[feat] = mean_over_tasks(shuffled, "ne") - ne_full
+    ablation, importance = ablation_and_importance(ds, eval_rows, models[full.name], full, base, full_r, seed)
     ranked = sorted(importance, key=lambda f: -importance[f])
 
     side_by_side = step_throughput(ds, train_rows, [VARIANTS[0], full], seed=seed)
@@ -175,6 +136,75 @@ def run(
     return results
 
 
+def train_variants(
+    ds: Dataset,
+    train_rows: np.ndarray,
+    eval_rows: np.ndarray,
+    subsets: list[np.ndarray],
+    *,
+    epochs: int | None,
+    max_epochs: int,
+    train_seeds: int,
+    seed: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every variant trained ``train_seeds`` times: its metrics (means over the seeds, per evaluation subset too), and its first model."""
+    results: dict[str, Any] = {"variants": {}}
+    models = {}
+    cut = int(eval_rows[0])
+    for v in tqdm(VARIANTS, desc="train variants", file=sys.stderr):
+        # the epoch count: given, or chosen per variant on the end of the training period, then trained on all of it
+        chosen, curve = (epochs, []) if epochs else select_epochs(ds, train_rows, v, max_epochs=max_epochs, seed=seed)
+        runs = []
+        for k in range(train_seeds):
+            model, qps = train(ds, train_rows, v, epochs=chosen, seed=seed + 1000 * k)
+            runs.append((model, qps, predict(model, ds, eval_rows, v)))
+        models[v.name] = runs[0][0]
+        by_seed = [task_metrics(ds.labels[eval_rows], probs) for _, _, probs in runs]
+        # eval rows are cut..n-1
+        per_subset = [mean_metrics([task_metrics(ds.labels[s], probs[s - cut]) for _, _, probs in runs]) for s in subsets]
+        results["variants"][v.name] = {
+            "description": v.description, "lists": list(v.lists), "train_examples_per_s": runs[0][1], "epochs": chosen,
+            "validation_ne_by_epoch": curve, "tasks": mean_metrics(by_seed), "tasks_by_seed": by_seed, "subsets": per_subset,
+        }  # fmt: skip
+    return results, models
+
+
+def gains_table(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The paper's Table 1: each variant's AUC and NE gain over the baseline, with paired t-tests over the subsets."""
+    base = results["variants"]["baseline"]
+    table1 = []
+    for v in VARIANTS[1:]:
+        r = results["variants"][v.name]
+        a_gain = float(np.mean([auc_gain(base["tasks"][t]["auc"], r["tasks"][t]["auc"]) for t in TASKS]))
+        n_gain = float(np.mean([ne_gain(base["tasks"][t]["ne"], r["tasks"][t]["ne"]) for t in TASKS]))
+        _, p_ne = paired_ttest([mean_over_tasks(m, "ne") for m in base["subsets"]], [mean_over_tasks(m, "ne") for m in r["subsets"]])
+        _, p_auc = paired_ttest([mean_over_tasks(m, "auc") for m in base["subsets"]], [mean_over_tasks(m, "auc") for m in r["subsets"]])
+        table1.append({"variant": v.name, "auc_gain": a_gain, "ne_gain": n_gain, "p_ne": p_ne, "p_auc": p_auc})
+    return table1
+
+
+def ablation_and_importance(
+    ds: Dataset, eval_rows: np.ndarray, model: Any, full: Variant, base: dict[str, Any], full_r: dict[str, Any], seed: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The full model scored with its MM-LLM features emptied, and its shuffle importance per feature."""
+    empty = _emptied(ds, full.lists)
+    ablated = task_metrics(ds.labels[eval_rows], predict(model, empty, eval_rows, full))
+    first = full_r["tasks_by_seed"][0]  # the model that the ablation and the importance score
+    ablation = {
+        "ne_full": mean_over_tasks(first, "ne"), "ne_mmllm_features_emptied": mean_over_tasks(ablated, "ne"),
+        "ne_retrained_without": mean_over_tasks(base["tasks"], "ne"),
+    }  # fmt: skip
+    # shuffle feature importance on the full model: NE increase when one feature is read from another example
+    rng = np.random.default_rng(seed + 1)
+    importance = {}
+    ne_full = mean_over_tasks(first, "ne")
+    for feat in ("user", "item", "owner", "dense", "visual", *full.lists):
+        perm = rng.permutation(eval_rows)
+        shuffled = task_metrics(ds.labels[eval_rows], predict(model, ds, eval_rows, full, {feat: perm}))
+        importance[feat] = mean_over_tasks(shuffled, "ne") - ne_full
+    return ablation, importance
+
+
 def _emptied(ds: Dataset, lists: tuple[str, ...]) -> Dataset:
     """The same examples with every given id list empty."""
 
@@ -188,18 +218,12 @@ def _emptied(ds: Dataset, lists: tuple[str, ...]) -> Dataset:
     )
 
 
-def write_report(results: dict[str, Any], out_dir: Path) -> None:
+def plot_report(results: dict[str, Any], out: Path) -> None:
+    """Table 1's NE gains with their p-values, and the shuffle importance, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    slim = {k: v for k, v in results.items() if k != "variants"}
-    slim["variants"] = {
-        k: {kk: vv for kk, vv in v.items() if kk != "subsets"} | {"subsets": v["subsets"]} for k, v in results["variants"].items()
-    }
-    (out_dir / "report.json").write_text(json.dumps(slim, indent=1) + "\n")
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     t1 = results["table1"]
@@ -218,9 +242,20 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
     axes[1].set_xlabel("NE increase when shuffled")
     axes[1].set_title("shuffle importance (orange: MM-LLM)")
     fig.tight_layout()
-    fig.savefig(out_dir / "report.png", dpi=110)
+    fig.savefig(out, dpi=110)
     plt.close(fig)
 
+
+def write_report(results: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slim = {k: v for k, v in results.items() if k != "variants"}
+    slim["variants"] = {
+        k: {kk: vv for kk, vv in v.items() if kk != "subsets"} | {"subsets": v["subsets"]} for k, v in results["variants"].items()
+    }
+    (out_dir / "report.json").write_text(json.dumps(slim, indent=1) + "\n")
+
+    plot_report(results, out_dir / "report.png")
+    t1 = results["table1"]
     lines = [
         "# Offline evaluation: MM-LLM features in a DLRM-style multi-task ranker",
         "",

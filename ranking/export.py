@@ -37,10 +37,12 @@ def export_training_data(
 
     cfg = profile_config(settings)
     events = sorted(cfg.event_weights)
-    engagements = sorted(valid_engagements(read_topic(settings, settings.engagements_topic, timeout_s=5), settings), key=lambda e: e.ts)
-    features = list(read_topic(settings, settings.features_topic, timeout_s=5))
-    tokens = {tok: item_tokens(features, tok) for tok in {*tokenizers, settings.profile_tokenizer}}
-    profile_tokens = tokens[settings.profile_tokenizer]
+    engagements = sorted(
+        valid_engagements(read_topic(settings, settings.topics.engagements_topic, timeout_s=5), settings), key=lambda e: e.ts
+    )
+    features = list(read_topic(settings, settings.topics.features_topic, timeout_s=5))
+    tokens = {tok: item_tokens(features, tok) for tok in {*tokenizers, settings.profiles.profile_tokenizer}}
+    profile_tokens = tokens[settings.profiles.profile_tokenizer]
     timeline = ProfileTimeline([(e, profile_tokens[e.item_id]) for e in engagements if e.item_id in profile_tokens], cfg)
     cols: dict[str, list[Any]] = {k: [] for k in ("engagement_id", "user_id", "item_id", "event", "value", "ts")}
     for tok in tokenizers:
@@ -69,7 +71,7 @@ def export_training_data(
     types.update({k: pa.list_(pa.float64()) for k in cols if k.endswith("_weights")})
     table = pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in cols.items()})
     table = table.replace_schema_metadata({
-        "mmfeat.features_topic": settings.features_topic, "mmfeat.profile_tokenizer": settings.profile_tokenizer,
+        "mmfeat.features_topic": settings.topics.features_topic, "mmfeat.profile_tokenizer": settings.profiles.profile_tokenizer,
         "mmfeat.half_life_s": str(cfg.half_life_s), "mmfeat.top_k": str(cfg.top_k),
     })  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,6 @@ from captioner.world.clipart import DrawingCache, Scene, load_vocabulary, make_s
 from mmfeat.features import FeatureBuilder
 from mmfeat.schemas import FeatureRecordV1, UploadV1
 from mmfeat.settings import DEFAULT_CAPTIONER, Settings
-from mmfeat.tokenizers import load_tokenizers
 
 TASKS = ("like", "comment", "share", "time_spent", "consumption")
 EVENT_OF_TASK = {"like": "like", "comment": "comment", "share": "share", "time_spent": "time_spent", "consumption": "view"}
@@ -101,8 +100,7 @@ def caption_items(
     from captioner.processing import to_tensor
 
     runtime = CaptionerRuntime(DEFAULT_CAPTIONER)
-    builder = FeatureBuilder(load_tokenizers(settings.tokenizers, settings.tokenizer_dir, settings.hash_buckets), settings.tokenizers,
-                             settings.caption_max_words)  # fmt: skip
+    builder = FeatureBuilder.of(settings.features)
     encoder = load_pretrained()
     spec = make_splits(load_vocabulary()).train
     rendered = list(scenes(spec, cfg.items, seed=cfg.seed + 1000, cache=DrawingCache()))

@@ -61,7 +61,7 @@ class Stage:
         letter = dead_letter(ref, err, key, value)
         await self.topics.dlq.send(key=key, value=letter.value, headers=letter.headers)
         self.metrics.dlq.labels(letter.reason).inc()
-        self.metrics.records_out.labels(self.s.engagements_dlq_topic).inc()
+        self.metrics.records_out.labels(self.s.topics.engagements_dlq_topic).inc()
 
     async def guard(self, event: Any, step: Callable[[Any], Awaitable[None]]) -> None:
         """Run one record's step; any failure about the record becomes its DLQ record."""
@@ -84,7 +84,7 @@ class Stage:
             headers = [(H_REASON, reason.encode())]
             await self.topics.unmatched.send(key=rec.user_id.encode(), value=encode_record(rec), headers=headers)
             self.metrics.unmatched.labels(reason).inc()
-            self.metrics.records_out.labels(self.s.unmatched_topic).inc()
+            self.metrics.records_out.labels(self.s.topics.unmatched_topic).inc()
 
 
 def unmatched_record(reason: str, entry: Entry) -> UnmatchedEngagementV1:
@@ -122,7 +122,7 @@ def ingest_features(app: faust.App, st: Stage) -> None:
         if msg.value is None:
             await st.topics.by_item.send(key=msg.key, value=encode(DeletedMsg(item_id=item_id)))
             return
-        tokens, lineage = item_features(msg.value, st.s.profile_tokenizer)
+        tokens, lineage = item_features(msg.value, st.s.profiles.profile_tokenizer)
         await st.topics.by_item.send(key=msg.key, value=encode(FeaturesMsg(item_id=item_id, tokens=tokens, lineage=lineage)))
 
     @app.agent(st.topics.features, name="ingest_features")
@@ -164,12 +164,14 @@ def update_profiles(app: faust.App, st: Stage) -> None:
         e = m.e.engagement()
         got = st.profiles.get(e.user_id)
         state, changed = apply_engagement(ProfileState.from_dict(got) if got else None, e, m.tokens, st.cfg, m.lineage)
-        rec = encode_record(profile_record(state, st.cfg, tokenizer=st.s.profile_tokenizer, features_topic=st.s.features_topic))
+        rec = encode_record(
+            profile_record(state, st.cfg, tokenizer=st.s.profiles.profile_tokenizer, features_topic=st.s.topics.features_topic)
+        )
         # Written back even when nothing changed (a redelivered engagement): the local store may hold an
         # update whose changelog record died with the previous process; writing again re-sends it.
         st.profiles[e.user_id] = state.to_dict()
         await st.topics.profiles.send(key=e.user_id.encode(), value=rec)
-        st.metrics.records_out.labels(st.s.profiles_topic).inc()
+        st.metrics.records_out.labels(st.s.topics.profiles_topic).inc()
         st.metrics.freshness.observe(max(0.0, time.time() - e.ts))
         if not changed:
             log.info("engagement %s already applied to user %s: not counted again", clean(e.id), e.user_id)

@@ -47,16 +47,16 @@ log = logging.getLogger("mmfeat.profiles")
 
 def make_app(settings: Settings) -> faust.App:
     """Build the app for these settings (bootstrap servers resolved). Tests and the bench build it too."""
-    bootstrap = settings.bootstrap_servers
+    bootstrap = settings.kafka.bootstrap_servers
     if not bootstrap:
         raise ConfigError("the profiles app needs bootstrap servers (run `mmfeat up` or set MMFEAT_BOOTSTRAP_SERVERS)")
     s = settings
     cfg = profile_config(s)
-    p = s.profiles_partitions
+    p = s.profiles.profiles_partitions
     names = internal_topics(s)
     s.profiles_state.parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last folder
     app = faust.App(
-        s.profiles_app_id,
+        s.profiles.profiles_app_id,
         broker=[f"kafka://{b}" for b in bootstrap.split(",")],
         store="rocksdb://",
         datadir=str(s.profiles_state),
@@ -65,21 +65,21 @@ def make_app(settings: Settings) -> faust.App:
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
-        broker_commit_interval=s.profiles_commit_s,
+        broker_commit_interval=s.profiles.profiles_commit_s,
         table_standby_replicas=0,
-        web_bind=s.profiles_web_host,
-        web_host=s.profiles_web_host,
-        web_port=s.profiles_web_port,
+        web_bind=s.profiles.profiles_web_host,
+        web_host=s.profiles.profiles_web_host,
+        web_port=s.profiles.profiles_web_port,
         autodiscover=False,
         broker_credentials=faust_credentials(s),
     )
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}  # every input is validated by us, internal ones too
     topics = Topics(
-        engagements=app.topic(s.engagements_topic, partitions=p, **raw),
-        features=app.topic(s.features_topic, partitions=p, **raw),
-        profiles=app.topic(s.profiles_topic, partitions=p, **raw),
-        dlq=app.topic(s.engagements_dlq_topic, partitions=p, **raw),
-        unmatched=app.topic(s.unmatched_topic, partitions=p, **raw),
+        engagements=app.topic(s.topics.engagements_topic, partitions=p, **raw),
+        features=app.topic(s.topics.features_topic, partitions=p, **raw),
+        profiles=app.topic(s.topics.profiles_topic, partitions=p, **raw),
+        dlq=app.topic(s.topics.engagements_dlq_topic, partitions=p, **raw),
+        unmatched=app.topic(s.topics.unmatched_topic, partitions=p, **raw),
         by_item=app.topic(names["by_item"], partitions=p, **raw),
         by_user=app.topic(names["by_user"], partitions=p, **raw),
     )
@@ -90,14 +90,14 @@ def make_app(settings: Settings) -> faust.App:
 
     items, pending, pending_index, profiles = (table(t) for t in TABLES)
     metrics = ProfileMetrics()
-    inputs = {s.engagements_topic, s.features_topic, names["by_item"], names["by_user"]}
-    join = ItemJoin(items, pending, pending_index, cap=s.pending_max_per_item, ttl_s=s.pending_ttl_s)
+    inputs = {s.topics.engagements_topic, s.topics.features_topic, names["by_item"], names["by_user"]}
+    join = ItemJoin(items, pending, pending_index, cap=s.profiles.pending_max_per_item, ttl_s=s.profiles.pending_ttl_s)
     gate = LoadGate()
     stage = Stage(s, cfg, engagement_rules(s), topics, profiles, join, gate, metrics)
     for build in AGENTS:
         build(app, stage)
 
-    @app.timer(interval=s.pending_tick_s)
+    @app.timer(interval=s.profiles.pending_tick_s)
     async def tick() -> None:
         """One tick per partition of by-item: expiry runs inside the partition that owns the entries."""
         for part in range(p):
@@ -111,25 +111,27 @@ def make_app(settings: Settings) -> faust.App:
         began = time.monotonic()
         while not app.consumer.assignment():
             await asyncio.sleep(0.1)
-        app.consumer.pause_partitions([tp for tp in app.consumer.assignment() if tp.topic == s.engagements_topic])
-        tps = [tp for tp in app.consumer.assignment() if tp.topic == s.features_topic]
+        app.consumer.pause_partitions([tp for tp in app.consumer.assignment() if tp.topic == s.topics.engagements_topic])
+        tps = [tp for tp in app.consumer.assignment() if tp.topic == s.topics.features_topic]
         ends = await app.consumer.highwaters(*tps) if tps else {}
         # where reading starts: the group's committed offsets (the consumer's own position is its fetch position)
         loop = asyncio.get_running_loop()
-        starts = await loop.run_in_executor(None, committed_offsets, s, s.profiles_app_id, s.features_topic, [tp.partition for tp in tps])
+        starts = await loop.run_in_executor(
+            None, committed_offsets, s, s.profiles.profiles_app_id, s.topics.features_topic, [tp.partition for tp in tps]
+        )
         gate.start()  # a worker holding no features partition has nothing to wait for
         for tp in tps:
             gate.watch(tp.partition, int(ends.get(tp) or 0), starts.get(tp.partition, 0))
-        while not gate.is_open() and time.monotonic() - began < s.features_first_timeout_s:
+        while not gate.is_open() and time.monotonic() - began < s.profiles.features_first_timeout_s:
             await asyncio.sleep(0.05)
         if gate.is_open():
             log.warning("features read to offsets %s in %.1fs: engagements start", gate.targets, time.monotonic() - began)
         else:
-            waited, left = s.features_first_timeout_s, gate.remaining()
+            waited, left = s.profiles.features_first_timeout_s, gate.remaining()
             log.warning("features not loaded after %.0fs (%d record(s) to go): engagements start anyway", waited, left)
-        app.consumer.resume_partitions([tp for tp in app.consumer.assignment() if tp.topic == s.engagements_topic])
+        app.consumer.resume_partitions([tp for tp in app.consumer.assignment() if tp.topic == s.topics.engagements_topic])
 
-    @app.timer(interval=s.metrics_interval_s)
+    @app.timer(interval=s.metrics.metrics_interval_s)
     async def sample_lag() -> None:
         """Consumer lag of the app's input partitions held by this worker."""
         for tp in app.consumer.assignment():
@@ -163,7 +165,9 @@ def make_app(settings: Settings) -> faust.App:
         got = profiles.get(user_id)
         if got is None:
             return web.json({"error": f"unknown user {user_id!r}"}, status=404)
-        rec = profile_record(ProfileState.from_dict(got), cfg, tokenizer=s.profile_tokenizer, features_topic=s.features_topic)
+        rec = profile_record(
+            ProfileState.from_dict(got), cfg, tokenizer=s.profiles.profile_tokenizer, features_topic=s.topics.features_topic
+        )
         return web.bytes(encode_record(rec), content_type="application/json")
 
     return app
@@ -179,7 +183,7 @@ def run(settings: Settings, *, loglevel: str = "warning") -> None:
     worker.spinner = None  # its terminal control codes end up in log files
     log.warning(
         "profiles: %s + %s -> %s, lookup http://%s:%d/profiles/{user_id}",
-        settings.engagements_topic, settings.features_topic, settings.profiles_topic,
-        settings.profiles_web_host, settings.profiles_web_port,
+        settings.topics.engagements_topic, settings.topics.features_topic, settings.topics.profiles_topic,
+        settings.profiles.profiles_web_host, settings.profiles.profiles_web_port,
     )  # fmt: skip
     worker.execute_from_commandline()

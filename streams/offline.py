@@ -47,7 +47,7 @@ def item_tokens(records: Iterable[TopicRecord], tokenizer: str, lineage: dict[st
 
 def recompute_profiles(settings: Settings, cfg: ProfileConfig) -> dict[str, ProfileState]:
     """Every user's profile from the engagement log and the item features, in log order."""
-    engagements = valid_engagements(read_topic(settings, settings.engagements_topic, timeout_s=5), settings)
+    engagements = valid_engagements(read_topic(settings, settings.topics.engagements_topic, timeout_s=5), settings)
     lineage: dict[str, str | None] = {}
-    tokens = item_tokens(read_topic(settings, settings.features_topic, timeout_s=5), settings.profile_tokenizer, lineage)
+    tokens = item_tokens(read_topic(settings, settings.topics.features_topic, timeout_s=5), settings.profiles.profile_tokenizer, lineage)
     return build_profiles(engagements, tokens, cfg, lineage)

@@ -177,13 +177,12 @@ class Backfill:
     ) -> None:
         if request.until_ms <= request.since_ms:
             raise ConfigError("--until must be later than --since")
-        if request.features_topic == settings.features_topic and request.source == "uploads":
+        if request.features_topic == settings.topics.features_topic and request.source == "uploads":
             log.warning("backfill writes into %s, the topic the live worker writes", request.features_topic)
         self.request, self.group_id, self.restart, self.exact_range = request, group_id, restart, exact_range
-        s = settings.model_copy(
-            update={
+        s = settings.updated({
                 "features_topic": request.features_topic, "group_id": group_id, "triton_model": request.model,
-                "worker_metrics_port": settings.backfill_metrics_port,
+                "worker_metrics_port": settings.metrics.backfill_metrics_port,
                 # its own dedupe store: RocksDB allows one process per store, and the live worker holds its own
                 "dedupe_path": settings.dedupe_store.with_name(f"dedupe-{group_id}"),
             }
@@ -192,11 +191,11 @@ class Backfill:
         self.spans: dict[int, PartitionProgress] = {}
         # the live worker's code path with parts of its own: no budget (the pacer paces), the plan in every commit
         parts = live_parts(s, budget=False, unwrap=unwrap_deferred if request.source == "deferred" else None)
-        consumer = BatchConsumer(s, group_id, metadata=self._tag, max_crashes=s.max_crashes_per_record, isolate=s.batch_size)
+        consumer = BatchConsumer(s, group_id, metadata=self._tag, max_crashes=s.worker.max_crashes_per_record, isolate=s.worker.batch_size)
         self.worker = CaptionWorker(s, parts=parts, consumer=consumer)
         self.pacer = Pacer(rate, clock)
         # A batch goes at once: at most a second's worth keeps bursts within the rate.
-        self.batch_size = max(1, min(s.batch_size, int(rate)))
+        self.batch_size = max(1, min(s.worker.batch_size, int(rate)))
         self.summary = Summary(request, group_id, [])
 
     def _tag(self, topic: str, partition: int) -> dict[str, Any]:
@@ -220,7 +219,7 @@ class Backfill:
         c, topic = self.worker.bc.consumer, self.request.source_topic
         tmeta = c.list_topics(topic, timeout=10).topics.get(topic)
         if tmeta is None or tmeta.error is not None:
-            raise KafkaIOError(f"topic {topic} does not exist on {self.s.bootstrap_servers}")
+            raise KafkaIOError(f"topic {topic} does not exist on {self.s.kafka.bootstrap_servers}")
         parts = sorted(tmeta.partitions)
         committed = {tp.partition: tp for tp in c.committed([TopicPartition(topic, p) for p in parts], timeout=30)}
         stored = {p: read_metadata(tp.metadata) for p, tp in committed.items() if tp.offset >= 0}
@@ -287,7 +286,7 @@ class Backfill:
         began = time.monotonic()
         w, topic, req = self.worker, self.request.source_topic, self.request
         try:
-            w.metrics.serve(self.s.metrics_host, self.s.worker_metrics_port)
+            w.metrics.serve(self.s.metrics.metrics_host, self.s.metrics.worker_metrics_port)
             if not self.spans:
                 self.plan()
             todo = {p for p, s in self.spans.items() if not s.finished}
@@ -295,7 +294,7 @@ class Backfill:
             if progress:
                 progress(self.summary.partitions)
             while todo and not w.stopped:
-                batch = w.bc.poll(self.batch_size, self.s.poll_timeout_s)
+                batch = w.bc.poll(self.batch_size, self.s.worker.poll_timeout_s)
                 mine = [m for m in batch if self._planned_next(m)]
                 if not mine:
                     self._finish_caught_up(todo)
@@ -370,16 +369,16 @@ def start_backfill(
     unfinished plan of the same group is continued (see ``Backfill.plan``)."""
     if source not in ("uploads", "deferred"):
         raise ConfigError(f"--source is uploads or deferred, not {source!r}")
-    source_topic = settings.uploads_topic if source == "uploads" else settings.deferred_topic
-    model = settings.triton_model
+    source_topic = settings.topics.uploads_topic if source == "uploads" else settings.topics.deferred_topic
+    model = settings.triton.triton_model
     if captioner is not None:
-        model = serve_captioner(settings.triton_url or "", Path(captioner)) if Path(captioner).exists() else captioner
+        model = serve_captioner(settings.triton.triton_url or "", Path(captioner)) if Path(captioner).exists() else captioner
     t0, t1 = parse_time(since), parse_time(until)
     req = Request(source, source_topic, features_topic, model, int(t0.timestamp() * 1000), int(t1.timestamp() * 1000))  # type: ignore[arg-type]
     partitions = topic_partitions(settings, source_topic) or 4
     ensure_topics(settings, [TopicSpec(features_topic, partitions, compacted=True)])
     group = group_id or f"mmfeat-backfill.{source}.{features_topic}"
     exact = not (is_relative(since) or is_relative(until))
-    job = Backfill(settings, req, group_id=group, rate=rate or settings.budget_rate_per_s / 10, restart=restart, exact_range=exact)
+    job = Backfill(settings, req, group_id=group, rate=rate or settings.worker.budget_rate_per_s / 10, restart=restart, exact_range=exact)
     job.plan()
     return job

@@ -26,7 +26,6 @@ from mmfeat.media import Limits, kind_of
 from mmfeat.metrics import WorkerMetrics
 from mmfeat.schemas import peek_item_id
 from mmfeat.settings import Settings
-from mmfeat.tokenizers import load_tokenizers
 from workers.core import CaptionCore, Incoming, Kind, Outcome, Parts, Stats, Topics
 from workers.fetch import FetchPolicy, fetch_media
 from workers.gate import DedupeStore, TokenBucket, content_key
@@ -41,22 +40,24 @@ def live_parts(
     """The parts the caption core calls: Triton, the dedupe store, fetch under the policy, the image probe,
     the tokenizers. A backfill passes ``budget=False`` (its pacer paces, nothing is deferred) and ``unwrap``."""
     s = settings
-    if not s.triton_url:
+    if not s.triton.triton_url:
         raise KafkaIOError("no Triton endpoint: run `mmfeat up` or set MMFEAT_TRITON_URL")
-    limits = Limits(max_pixels=s.max_pixels)
-    policy = FetchPolicy.of(s.allowed_roots, s.allowed_hosts, s.max_media_bytes, s.fetch_timeout_s)
-    builder = FeatureBuilder(load_tokenizers(s.tokenizers, s.tokenizer_dir, s.hash_buckets), s.tokenizers, s.caption_max_words)
+    limits = Limits(max_pixels=s.fetch.max_pixels)
+    f = s.fetch
+    policy = FetchPolicy.of(f.allowed_roots, f.allowed_hosts, f.max_media_bytes, f.fetch_timeout_s)
     return Parts(
-        captioner=TritonCaptioner(s.triton_url, s.triton_model, timeout_s=s.triton_timeout_s, retries=s.triton_retries),
+        captioner=TritonCaptioner(
+            s.triton.triton_url, s.triton.triton_model, timeout_s=s.triton.triton_timeout_s, retries=s.triton.triton_retries
+        ),
         cache=DedupeStore(s.dedupe_store),
-        builder=builder,
+        builder=FeatureBuilder.of(s.features),
         fetch=lambda upload: fetch_media(upload, policy),
         probe=lambda upload, media: kind_of(upload.media_type).probe(media, limits),
-        content_key=lambda media: content_key(media, s.prompt),
-        topics=Topics(s.features_topic, s.deferred_topic, s.dlq_topic),
-        budget=TokenBucket(s.budget_rate_per_s, s.budget_burst, clock) if budget else None,
-        prompt=s.prompt,
-        max_record_bytes=s.max_media_bytes * 2,
+        content_key=lambda media: content_key(media, s.triton.prompt),
+        topics=Topics(s.topics.features_topic, s.topics.deferred_topic, s.topics.dlq_topic),
+        budget=TokenBucket(s.worker.budget_rate_per_s, s.worker.budget_burst, clock) if budget else None,
+        prompt=s.triton.prompt,
+        max_record_bytes=s.fetch.max_media_bytes * 2,
         **({"unwrap": unwrap} if unwrap else {}),
     )
 
@@ -81,8 +82,8 @@ class CaptionWorker:
         self.stats = Stats()
         self._stop = False
         self.bc = consumer or BatchConsumer(
-            settings, settings.group_id, on_stats=self.metrics.on_stats, max_crashes=settings.max_crashes_per_record,
-            isolate=settings.batch_size,
+            settings, settings.worker.group_id, on_stats=self.metrics.on_stats, max_crashes=settings.worker.max_crashes_per_record,
+            isolate=settings.worker.batch_size,
         )  # fmt: skip
         self.tracker = DeliveryTracker.of(settings)
 
@@ -117,7 +118,7 @@ class CaptionWorker:
         url = getattr(self.parts.captioner, "url", "?")
         log.warning("Triton at %s unavailable: pausing consumption", url)
         self.bc.pause_all()
-        delay = self.s.triton_unavailable_backoff_s
+        delay = self.s.triton.triton_unavailable_backoff_s
         while not self._stop and not self.parts.captioner.ready():
             for msg in self.bc.poll(1, min(delay, 5.0)):
                 self.bc.hold(msg)
@@ -148,7 +149,7 @@ class CaptionWorker:
                 if self._stop:
                     return None
         try:
-            self.tracker.produce_all([o.record for o in out], self.s.delivery_timeout_s)
+            self.tracker.produce_all([o.record for o in out], self.s.kafka.delivery_timeout_s)
         except KafkaAuthError:
             raise
         except KafkaIOError as e:
@@ -206,12 +207,12 @@ class CaptionWorker:
         if install_signals:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
-        self.metrics.serve(self.s.metrics_host, self.s.worker_metrics_port)
-        self.bc.subscribe([self.s.uploads_topic])
+        self.metrics.serve(self.s.metrics.metrics_host, self.s.metrics.worker_metrics_port)
+        self.bc.subscribe([self.s.topics.uploads_topic])
         last_record = time.monotonic()
         try:
             while not self._stop:
-                batch = self.bc.poll(self.s.batch_size, self.s.poll_timeout_s)
+                batch = self.bc.poll(self.s.worker.batch_size, self.s.worker.poll_timeout_s)
                 if not batch:
                     if not self.bc.consumer.assignment():
                         last_record = time.monotonic()  # idle only counts once partitions are ours

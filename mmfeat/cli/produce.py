@@ -90,7 +90,7 @@ def send_records(
     total = 0
     it = iter(records)
     while batch := list(itertools.islice(it, chunk)):
-        total += tracker.produce_all(batch, settings.delivery_timeout_s)
+        total += tracker.produce_all(batch, settings.kafka.delivery_timeout_s)
         if progress:
             progress(total)
     return total
@@ -108,7 +108,7 @@ def send_uploads(
     def stamped() -> Iterator[OutRecord]:
         for up in uploads:
             up = up.model_copy(update={"created_at": now_utc()})
-            yield OutRecord(topic or settings.uploads_topic, up.item_id, up.model_dump_json(exclude_none=True).encode())
+            yield OutRecord(topic or settings.topics.uploads_topic, up.item_id, up.model_dump_json(exclude_none=True).encode())
 
     return send_records(settings, stamped(), progress, chunk)
 
@@ -131,7 +131,7 @@ def synthetic_engagements(
 
 def engagement_records(settings: Settings, engagements: Iterable[EngagementV1]) -> Iterator[OutRecord]:
     for e in engagements:
-        yield OutRecord(settings.engagements_topic, e.user_id, e.model_dump_json(exclude_none=True).encode())
+        yield OutRecord(settings.topics.engagements_topic, e.user_id, e.model_dump_json(exclude_none=True).encode())
 
 
 def interest_engagements(

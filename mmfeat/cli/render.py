@@ -103,7 +103,7 @@ def quality_table(results: dict[str, object]) -> Table:
 
 def profile_table(rec: UserProfileV1, settings: Settings, words: int = 12) -> Table:
     """A profile as a table: per event type, the heaviest tokens decoded back to words, with weights."""
-    tok = load_tokenizers([rec.tokenizer], settings.tokenizer_dir, settings.hash_buckets)[rec.tokenizer]
+    tok = load_tokenizers([rec.tokenizer], settings.features.tokenizer_dir, settings.features.hash_buckets)[rec.tokenizer]
     table = Table(title=clean(f"profile of {rec.user_id}: {rec.engagements} engagements, as of {rec.as_of} ({rec.tokenizer} tokens)"))
     for col in ("event", "count", "top tokens (weight)"):
         table.add_column(col)

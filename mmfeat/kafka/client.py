@@ -61,7 +61,7 @@ def make_producer(settings: Settings, *, errors: ClientErrors | None = None, **e
 
 
 def make_admin(settings: Settings, errors: ClientErrors | None = None) -> AdminClient:
-    return AdminClient(connection_config(settings, errors or ClientErrors("admin")) | {"log_level": min(settings.kafka_log_level, 3)})
+    return AdminClient(connection_config(settings, errors or ClientErrors("admin")) | {"log_level": min(settings.kafka.kafka_log_level, 3)})
 
 
 @dataclass(frozen=True)

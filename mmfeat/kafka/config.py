@@ -85,29 +85,29 @@ class ClientErrors:
 
 def connection_config(settings: Settings, errors: ClientErrors | None = None) -> dict[str, Any]:
     """Map our settings onto librdkafka keys, in one place."""
-    if not settings.bootstrap_servers:
+    if not settings.kafka.bootstrap_servers:
         raise KafkaIOError("no Kafka broker: run `mmfeat up` or set MMFEAT_BOOTSTRAP_SERVERS")
     conf: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap_servers,
-        "security.protocol": settings.security_protocol,
-        "log_level": settings.kafka_log_level,
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "security.protocol": settings.kafka.security_protocol,
+        "log_level": settings.kafka.kafka_log_level,
     }
-    if settings.sasl_mechanism:
-        conf["sasl.mechanism"] = settings.sasl_mechanism
-    if settings.sasl_username:
-        conf["sasl.username"] = settings.sasl_username
-    if settings.sasl_password:
-        conf["sasl.password"] = settings.sasl_password.get_secret_value()
-    if settings.ssl_ca_location:
-        conf["ssl.ca.location"] = str(settings.ssl_ca_location)
-    if settings.ssl_certificate_location:
-        conf["ssl.certificate.location"] = str(settings.ssl_certificate_location)
-    if settings.ssl_key_location:
-        conf["ssl.key.location"] = str(settings.ssl_key_location)
-    if settings.ssl_key_password:
-        conf["ssl.key.password"] = settings.ssl_key_password.get_secret_value()
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        conf["ssl.endpoint.identification.algorithm"] = "https" if settings.ssl_endpoint_identification else "none"
+    if settings.kafka.sasl_mechanism:
+        conf["sasl.mechanism"] = settings.kafka.sasl_mechanism
+    if settings.kafka.sasl_username:
+        conf["sasl.username"] = settings.kafka.sasl_username
+    if settings.kafka.sasl_password:
+        conf["sasl.password"] = settings.kafka.sasl_password.get_secret_value()
+    if settings.kafka.ssl_ca_location:
+        conf["ssl.ca.location"] = str(settings.kafka.ssl_ca_location)
+    if settings.kafka.ssl_certificate_location:
+        conf["ssl.certificate.location"] = str(settings.kafka.ssl_certificate_location)
+    if settings.kafka.ssl_key_location:
+        conf["ssl.key.location"] = str(settings.kafka.ssl_key_location)
+    if settings.kafka.ssl_key_password:
+        conf["ssl.key.password"] = settings.kafka.ssl_key_password.get_secret_value()
+    if settings.kafka.security_protocol in ("SSL", "SASL_SSL"):
+        conf["ssl.endpoint.identification.algorithm"] = "https" if settings.kafka.ssl_endpoint_identification else "none"
     if errors is not None:
         conf["error_cb"] = errors
     return conf
@@ -117,12 +117,12 @@ def ssl_context(settings: Settings) -> Any:
     """The TLS context aiokafka (Faust) uses: the same CA, client certificate and host check as librdkafka."""
     import ssl
 
-    ctx = ssl.create_default_context(cafile=str(settings.ssl_ca_location) if settings.ssl_ca_location else None)
-    if settings.ssl_certificate_location:
-        password = settings.ssl_key_password.get_secret_value() if settings.ssl_key_password else None
-        key = str(settings.ssl_key_location) if settings.ssl_key_location else None
-        ctx.load_cert_chain(str(settings.ssl_certificate_location), key, password)
-    if not settings.ssl_endpoint_identification:
+    ctx = ssl.create_default_context(cafile=str(settings.kafka.ssl_ca_location) if settings.kafka.ssl_ca_location else None)
+    if settings.kafka.ssl_certificate_location:
+        password = settings.kafka.ssl_key_password.get_secret_value() if settings.kafka.ssl_key_password else None
+        key = str(settings.kafka.ssl_key_location) if settings.kafka.ssl_key_location else None
+        ctx.load_cert_chain(str(settings.kafka.ssl_certificate_location), key, password)
+    if not settings.kafka.ssl_endpoint_identification:
         ctx.check_hostname = False
     return ctx
 
@@ -131,9 +131,11 @@ def faust_credentials(settings: Settings) -> Any:
     """``broker_credentials`` for faust.App: None for PLAINTEXT, else SASL and/or TLS from the same settings."""
     import faust
 
-    protocol = settings.security_protocol
+    protocol = settings.kafka.security_protocol
     ctx = ssl_context(settings) if protocol in ("SSL", "SASL_SSL") else None
     if protocol.startswith("SASL_"):
-        password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
-        return faust.SASLCredentials(username=settings.sasl_username, password=password, mechanism=settings.sasl_mechanism, ssl_context=ctx)
+        password = settings.kafka.sasl_password.get_secret_value() if settings.kafka.sasl_password else None
+        return faust.SASLCredentials(
+            username=settings.kafka.sasl_username, password=password, mechanism=settings.kafka.sasl_mechanism, ssl_context=ctx
+        )
     return faust.SSLCredentials(ctx) if ctx is not None else None

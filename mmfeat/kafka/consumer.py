@@ -64,7 +64,7 @@ class BatchConsumer:
     ) -> None:
         self.errors = ClientErrors(f"consumer {group_id}")
         self.consumer: Consumer = make_consumer(
-            settings, group_id, on_stats=on_stats, stats_interval_s=settings.metrics_interval_s, errors=self.errors
+            settings, group_id, on_stats=on_stats, stats_interval_s=settings.metrics.metrics_interval_s, errors=self.errors
         )
         self._metadata = metadata or (lambda topic, partition: {})
         self.max_crashes, self.isolate = max_crashes, isolate

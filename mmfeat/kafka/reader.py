@@ -56,7 +56,7 @@ def read_topic(
             raise errors.explain(e, consumer) from e
         tmeta = meta.topics.get(topic)
         if tmeta is None or tmeta.error is not None:
-            raise KafkaIOError(f"topic {topic} does not exist on {settings.bootstrap_servers}")
+            raise KafkaIOError(f"topic {topic} does not exist on {settings.kafka.bootstrap_servers}")
         parts = sorted(tmeta.partitions)
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
         todo = {p for p in parts if ends[p] > 0}

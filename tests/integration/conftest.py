@@ -58,8 +58,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def settings(stack: Stack, tmp_path: Path) -> Settings:
     """Settings with topics and a consumer group of this test's own, created with 2 partitions."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    s = stack.settings.model_copy(
-        update={
+    s = stack.settings.updated(
+        {
             "uploads_topic": f"{prefix}.media.uploads",
             "features_topic": f"{prefix}.media.item-features.v1",
             "deferred_topic": f"{prefix}.media.uploads.deferred",
@@ -105,10 +105,10 @@ def by_key(recs: list[TopicRecord]) -> dict[str, TopicRecord]:
 
 def committed_lag(s: Settings) -> int:
     """How many upload records the worker group has not committed past."""
-    c = make_consumer(s, s.group_id)
+    c = make_consumer(s, s.worker.group_id)
     try:
-        meta = c.list_topics(s.uploads_topic, timeout=5).topics[s.uploads_topic]
-        parts = [TopicPartition(s.uploads_topic, p) for p in meta.partitions]
+        meta = c.list_topics(s.topics.uploads_topic, timeout=5).topics[s.topics.uploads_topic]
+        parts = [TopicPartition(s.topics.uploads_topic, p) for p in meta.partitions]
         lag = 0
         for tp in c.committed(parts, timeout=10):
             high = c.get_watermark_offsets(tp, timeout=5)[1]
@@ -172,9 +172,9 @@ def run_cli(s: Settings, *args: str, timeout_s: float = 120) -> subprocess.Compl
 @pytest.fixture
 def ps(settings: Settings, tmp_path: Path) -> Settings:
     """This test's own engagement topics, app id, state folder and web port; every token published."""
-    prefix = settings.uploads_topic.split(".")[0]
-    s = settings.model_copy(
-        update={
+    prefix = settings.topics.uploads_topic.split(".")[0]
+    s = settings.updated(
+        {
             "engagements_topic": f"{prefix}.engagements",
             "profiles_topic": f"{prefix}.user.profiles.v1",
             "engagements_dlq_topic": f"{prefix}.engagements.dlq",

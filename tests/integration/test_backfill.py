@@ -40,7 +40,7 @@ def _committed(s: Settings, group: str) -> list[int]:
     """The group's committed offset in each of the uploads topic's two partitions (-1001: none yet)."""
     c = make_consumer(s, group)
     try:
-        return [tp.offset for tp in c.committed([TopicPartition(s.uploads_topic, p) for p in (0, 1)], timeout=10)]
+        return [tp.offset for tp in c.committed([TopicPartition(s.topics.uploads_topic, p) for p in (0, 1)], timeout=10)]
     finally:
         c.close()
 
@@ -58,7 +58,7 @@ def test_backfill_replays_exactly_the_range_with_the_live_values(stack: Stack, s
     since = _instant()
     send_uploads(settings, iter(inside))
     bad = make_producer(settings)
-    bad.produce(settings.uploads_topic, key=b"in-bad", value=b'{"item_id": "in-bad", "truncated')
+    bad.produce(settings.topics.uploads_topic, key=b"in-bad", value=b'{"item_id": "in-bad", "truncated')
     bad.flush(10)
     until = _instant()
     send_uploads(settings, iter(after))
@@ -66,7 +66,7 @@ def test_backfill_replays_exactly_the_range_with_the_live_values(stack: Stack, s
     live_worker = BackgroundWorker(settings, idle_exit_s=600)  # keeps running (and holding its dedupe store) during the backfill
     wait_for(lambda: live_worker.worker.stats.handled == 21, 180, "the live worker to handle all 21 uploads")
 
-    v2 = settings.uploads_topic.replace("media.uploads", "media.item-features.v2")
+    v2 = settings.topics.uploads_topic.replace("media.uploads", "media.item-features.v2")
     args = ["--since", since, "--until", until, "--features-topic", v2, "--captioner", str(stack.model_dir), "--rate", "50", "--json"]
     done = run_cli(settings, "backfill", *args, timeout_s=300)
     assert live_worker.alive()
@@ -79,14 +79,14 @@ def test_backfill_replays_exactly_the_range_with_the_live_values(stack: Stack, s
     assert summary["dlq_reasons"] == {"bad_json": 1}
     assert summary["request"]["model"].startswith("captioner-")  # loaded into Triton beside the live model
 
-    v1_recs, v2_recs = by_key(records(settings, settings.features_topic)), by_key(records(settings, v2))
+    v1_recs, v2_recs = by_key(records(settings, settings.topics.features_topic)), by_key(records(settings, v2))
     assert set(v2_recs) == {u.item_id for u in inside}  # exactly the uploads of the range
     version = read_manifest(stack.model_dir).version
     for item_id, rec in v2_recs.items():
         assert rec.value == v1_recs[item_id].value  # byte-identical to the live worker's record
         assert rec.headers[H_CAPTIONER] == version
-        assert rec.headers[H_SOURCE].startswith(f"{settings.uploads_topic}[")
-    dlq = [DlqRecordV1.model_validate_json(r.value or b"") for r in records(settings, settings.dlq_topic)]
+        assert rec.headers[H_SOURCE].startswith(f"{settings.topics.uploads_topic}[")
+    dlq = [DlqRecordV1.model_validate_json(r.value or b"") for r in records(settings, settings.topics.dlq_topic)]
     # the live worker's and the backfill's DLQ records, for the same source record
     assert len(dlq) == 2 and len({(d.reason, d.source_partition, d.source_offset, d.raw_key_b64) for d in dlq}) == 1
 
@@ -116,28 +116,28 @@ def test_sigkill_mid_backfill_then_rerun_continues_and_keeps_the_rate(stack: Sta
     for i, u in enumerate(uploads):
         u = u.model_copy(update={"created_at": now_utc()})
         value = u.model_dump_json(exclude_none=True).encode()
-        producer.produce(settings.uploads_topic, key=u.item_id.encode(), value=value, partition=0 if i < 2 else 1)
+        producer.produce(settings.topics.uploads_topic, key=u.item_id.encode(), value=value, partition=0 if i < 2 else 1)
     producer.flush(10)
     live = BackgroundWorker(settings, max_records=26, idle_exit_s=60).join(180)
     assert live.features == 26
 
-    v2 = settings.uploads_topic.replace("media.uploads", "media.item-features.v2")
+    v2 = settings.topics.uploads_topic.replace("media.uploads", "media.item-features.v2")
     group = f"mmfeat-backfill.uploads.{v2}"  # the CLI's default group for this source and topic
     rate = 4.0
     args = ["--since", since, "--until", "now", "--features-topic", v2, "--rate", str(rate), "--json"]
     log = tmp_path / "backfill.log"
     port = free_port()
-    first = start_cli(settings.model_copy(update={"backfill_metrics_port": port}), log, "backfill", *args)
+    first = start_cli(settings.updated({"backfill_metrics_port": port}), log, "backfill", *args)
     try:
         wait_for(lambda: _count(settings, v2) >= 6, 120, "6 backfilled records")
         wait_for(lambda: sum(max(o, 0) for o in _committed(settings, group)) >= 4, 60, "4 replayed records committed")
 
         def metrics_count_them() -> bool:  # the backfill's own /metrics while it runs
             try:
-                m = scrape(f"http://{settings.metrics_host}:{port}/metrics")
+                m = scrape(f"http://{settings.metrics.metrics_host}:{port}/metrics")
             except OSError:
                 return False
-            series = [("mmfeat_records_out_total", {"topic": v2}), ("mmfeat_records_in_total", {"topic": settings.uploads_topic}),
+            series = [("mmfeat_records_out_total", {"topic": v2}), ("mmfeat_records_in_total", {"topic": settings.topics.uploads_topic}),
                       ("mmfeat_upload_to_feature_seconds_count", {})]  # fmt: skip
             return all((sample(m, name, **labels) or 0) >= 6 for name, labels in series)
 
@@ -162,7 +162,7 @@ def test_sigkill_mid_backfill_then_rerun_continues_and_keeps_the_rate(stack: Sta
         assert p["finished"] and p["resumed_at"] == committed and p["features"] == p["end"] - committed, (p, at_kill)
     assert summary["finished"] and summary["records_this_run"] == summary["features"] == 26 - sum(at_kill)
 
-    final, v1 = by_key(records(settings, v2)), by_key(records(settings, settings.features_topic))
+    final, v1 = by_key(records(settings, v2)), by_key(records(settings, settings.topics.features_topic))
     assert set(final) == {u.item_id for u in uploads}  # nothing missing
     assert all(final[k].value == v1[k].value for k in final)
 
@@ -174,18 +174,18 @@ def test_sigkill_mid_backfill_then_rerun_continues_and_keeps_the_rate(stack: Sta
 
 
 def test_deferred_uploads_are_replayed_into_the_live_topic(settings: Settings) -> None:
-    tight = settings.model_copy(update={"budget_rate_per_s": 0.0001, "budget_burst": 3})
+    tight = settings.updated({"budget_rate_per_s": 0.0001, "budget_burst": 3})
     uploads = [u for u, _ in image_uploads(small_images(8, seed=13), inline=True, prefix="dfr")]
     since = _instant()
     send_uploads(tight, iter(uploads))
     live = BackgroundWorker(tight, max_records=8, idle_exit_s=60).join(120)
     assert (live.features, live.deferred) == (3, 5)
 
-    args = ["--source", "deferred", "--since", since, "--features-topic", settings.features_topic, "--rate", "20", "--json"]
+    args = ["--source", "deferred", "--since", since, "--features-topic", settings.topics.features_topic, "--rate", "20", "--json"]
     done = run_cli(settings, "backfill", *args, timeout_s=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _summary(done.stdout)["features"] == 5
-    feats = by_key(records(settings, settings.features_topic))
+    feats = by_key(records(settings, settings.topics.features_topic))
     assert set(feats) == {u.item_id for u in uploads}  # every upload has its features now
-    replayed = [r for r in feats.values() if r.headers[H_SOURCE].startswith(f"{settings.deferred_topic}[")]
+    replayed = [r for r in feats.values() if r.headers[H_SOURCE].startswith(f"{settings.topics.deferred_topic}[")]
     assert len(replayed) == 5

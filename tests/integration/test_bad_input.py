@@ -66,7 +66,7 @@ def outbound(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 def test_malformed_records_go_to_the_dlq_and_the_worker_keeps_going(
     settings: Settings, image_server: str, outbound: list[Any], tmp_path: Path
 ) -> None:
-    s = settings.model_copy(update={"max_media_bytes": 300_000, "allowed_hosts": [image_server]})
+    s = settings.updated({"max_media_bytes": 300_000, "allowed_hosts": [image_server]})
     good = small_images(4, seed=4)
     png = good[0].read_bytes()
     bomb = io.BytesIO()
@@ -98,15 +98,15 @@ def test_malformed_records_go_to_the_dlq_and_the_worker_keeps_going(
         ("ok-2", enc(upload("ok-2", media_b64=inline(good[2].read_bytes()))), None),
     ]
     tracker = DeliveryTracker.of(s)
-    tracker.produce_all([OutRecord(s.uploads_topic, k, v) for k, v, _ in cases if v is not None], 30)
+    tracker.produce_all([OutRecord(s.topics.uploads_topic, k, v) for k, v, _ in cases if v is not None], 30)
     producer = make_producer(s)  # a tombstone (null value) needs the raw client
-    producer.produce(s.uploads_topic, key=b"tombstone", value=None)
+    producer.produce(s.topics.uploads_topic, key=b"tombstone", value=None)
     producer.flush(10)
 
     stats = BackgroundWorker(s, max_records=len(cases), idle_exit_s=60).join(180)
     assert stats.handled == len(cases)
 
-    dlq = records(s, s.dlq_topic)
+    dlq = records(s, s.topics.dlq_topic)
     dlq_by_key = by_key(dlq)
     expected_dlq = {k: reason for k, _, reason in cases if reason}
     assert len(dlq) == len(expected_dlq)
@@ -114,10 +114,10 @@ def test_malformed_records_go_to_the_dlq_and_the_worker_keeps_going(
     sent = {k: v for k, v, _ in cases}
     for key, rec in dlq_by_key.items():
         d = DlqRecordV1.model_validate_json(rec.value or b"")
-        assert d.source_topic == s.uploads_topic and d.error_message
+        assert d.source_topic == s.topics.uploads_topic and d.error_message
         if sent[key] is not None and len(sent[key] or b"") <= 1024 * 1024:
             assert base64.b64decode(d.raw_value_b64 or "") == sent[key]  # nothing lost: the raw record travels along
-    feats = by_key(records(s, s.features_topic))
+    feats = by_key(records(s, s.topics.features_topic))
     assert set(feats) == {k for k, _, reason in cases if reason is None}
     assert all(FeatureRecordV1.model_validate_json(r.value or b"").token_ids["sp"] for r in feats.values())
     assert outbound == []  # denied URIs were refused before any connection

@@ -26,7 +26,10 @@ def test_export_joins_items_and_point_in_time_profiles(ps: Settings, tmp_path: P
     items = {f"it-{i}": [2 + i, 10 + i % 3] for i in range(6)}
     send_records(
         ps,
-        [OutRecord(ps.features_topic, k, json.dumps({"item_id": k, "token_ids": {"word": v, "sp": v}}).encode()) for k, v in items.items()],
+        [
+            OutRecord(ps.topics.features_topic, k, json.dumps({"item_id": k, "token_ids": {"word": v, "sp": v}}).encode())
+            for k, v in items.items()
+        ],
     )
     evs = [
         EngagementV1(
@@ -39,7 +42,7 @@ def test_export_joins_items_and_point_in_time_profiles(ps: Settings, tmp_path: P
         for i in range(40)  # it-6 has no features: its engagements are left out
     ]
     send_records(ps, engagement_records(ps, evs))
-    send_records(ps, [OutRecord(ps.engagements_topic, "u0", b"{broken")])
+    send_records(ps, [OutRecord(ps.topics.engagements_topic, "u0", b"{broken")])
     out = tmp_path / "train.parquet"
     done = run_cli(ps, "export-training-data", "--out", str(out))
     assert done.returncode == 0, done.stderr
@@ -51,7 +54,7 @@ def test_export_joins_items_and_point_in_time_profiles(ps: Settings, tmp_path: P
     assert [r["engagement_id"] for r in rows] == [e.event_id for e in with_features]  # event-time order, DLQ'd record absent
     assert all(r["item_word_ids"] == items[r["item_id"]] for r in rows)
     cfg = profile_config(ps)
-    log = valid_engagements(records(ps, ps.engagements_topic), ps)
+    log = valid_engagements(records(ps, ps.topics.engagements_topic), ps)
     for r in rows[::7]:
         t = r["ts"].timestamp()
         before = build_profiles([e for e in log if e.ts < t and e.user_id == r["user_id"]], items, cfg)

@@ -104,7 +104,7 @@ def inline(data: bytes) -> str:
 def test_hostile_records_and_peers_end_in_the_dlq_and_the_worker_keeps_going(
     settings: Settings, hostile: HostileServer, tmp_path: Path, refused_lookups: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    s = settings.model_copy(update={"allowed_hosts": [f"127.0.0.1:{hostile.port}"], "fetch_timeout_s": 2.0})
+    s = settings.updated({"allowed_hosts": [f"127.0.0.1:{hostile.port}"], "fetch_timeout_s": 2.0})
     good = small_images(3, seed=32)
     os.mkfifo(tmp_path / "pipe.png")
     deep = b'{"item_id": "deep", "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
@@ -126,16 +126,16 @@ def test_hostile_records_and_peers_end_in_the_dlq_and_the_worker_keeps_going(
         ("ok-http", upload("ok-http", media_uri=hostile.url("/good.png")), None),
         ("ok-1", upload("ok-1", media_b64=inline(good[2].read_bytes())), None),
     ]
-    DeliveryTracker.of(s).produce_all([OutRecord(s.uploads_topic, k, v) for k, v, _ in cases], 30)
+    DeliveryTracker.of(s).produce_all([OutRecord(s.topics.uploads_topic, k, v) for k, v, _ in cases], 30)
 
     with caplog.at_level(logging.INFO, logger="mmfeat"):
         stats = BackgroundWorker(s, max_records=len(cases), idle_exit_s=60).join(240)
     assert stats.handled == len(cases)
 
-    dlq = by_key(records(s, s.dlq_topic))
+    dlq = by_key(records(s, s.topics.dlq_topic))
     got = {k: DlqRecordV1.model_validate_json(r.value or b"").reason for k, r in dlq.items()}
     assert got == {k: reason for k, _, reason in cases if reason}
-    assert set(by_key(records(s, s.features_topic))) == {k for k, _, reason in cases if reason is None}
+    assert set(by_key(records(s, s.topics.features_topic))) == {k for k, _, reason in cases if reason is None}
     assert hostile.hits.get("/good.png") == 1  # the userinfo URI was refused before any connection
     assert refused_lookups() == []  # ...and before any lookup: name.invalid was never resolved
     for rec in caplog.records:  # one record, one log line: the forged line stayed inside its record's line
@@ -149,14 +149,14 @@ def test_a_record_that_kills_the_worker_is_given_up_after_two_crashes_and_the_pa
 ) -> None:
     # A record whose fetch never ends (here: a host that never answers, with a long deadline) stands in for one
     # that kills the process (a decoder segfault, the OOM killer): the worker is SIGKILLed while it is on it.
-    s = settings.model_copy(update={"allowed_hosts": [f"127.0.0.1:{hostile.port}"], "fetch_timeout_s": 300.0, "batch_size": 4})
+    s = settings.updated({"allowed_hosts": [f"127.0.0.1:{hostile.port}"], "fetch_timeout_s": 300.0, "batch_size": 4})
     good = small_images(6, seed=33)
     values = [upload(f"g{i}", media_b64=inline(p.read_bytes())) for i, p in enumerate(good[:3])]
     values += [upload("poison", media_uri=hostile.url("/hang"))]
     values += [upload(f"g{i + 3}", media_b64=inline(p.read_bytes())) for i, p in enumerate(good[3:])]
     producer = make_producer(s)
     for v in values:  # one partition, in this order
-        producer.produce(s.uploads_topic, key=json.loads(v)["item_id"].encode(), value=v, partition=0)
+        producer.produce(s.topics.uploads_topic, key=json.loads(v)["item_id"].encode(), value=v, partition=0)
     assert producer.flush(10) == 0
 
     log = tmp_path / "worker.log"
@@ -172,13 +172,13 @@ def test_a_record_that_kills_the_worker_is_given_up_after_two_crashes_and_the_pa
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         kills += 1
-    assert kills == s.max_crashes_per_record + 1  # tried once in its batch, then alone, then given up unread
+    assert kills == s.worker.max_crashes_per_record + 1  # tried once in its batch, then alone, then given up unread
 
-    dlq = by_key(records(s, s.dlq_topic))
+    dlq = by_key(records(s, s.topics.dlq_topic))
     assert set(dlq) == {"poison"}
     d = DlqRecordV1.model_validate_json(dlq["poison"].value or b"")
     assert d.reason == "crash_loop" and d.source_offset == 3 and base64.b64decode(d.raw_value_b64 or "") == values[3]
-    assert set(by_key(records(s, s.features_topic))) == {f"g{i}" for i in range(6)}
+    assert set(by_key(records(s, s.topics.features_topic))) == {f"g{i}" for i in range(6)}
     assert committed_lag(s) == 0
     assert "crash_loop" in log.read_text()
 
@@ -186,16 +186,16 @@ def test_a_record_that_kills_the_worker_is_given_up_after_two_crashes_and_the_pa
 def test_tail_escapes_what_records_carry(settings: Settings) -> None:
     evil = "\x1b[2J\x1b]0;owned\x07"
     producer = make_producer(settings)
-    producer.produce(settings.dlq_topic, key=f"k{evil}".encode(), value=json.dumps({"error_message": evil, "reason": "x"}).encode())
-    producer.produce(settings.dlq_topic, key=b"plain", value=f"raw {evil}".encode())
+    producer.produce(settings.topics.dlq_topic, key=f"k{evil}".encode(), value=json.dumps({"error_message": evil, "reason": "x"}).encode())
+    producer.produce(settings.topics.dlq_topic, key=b"plain", value=f"raw {evil}".encode())
     assert producer.flush(10) == 0
-    pretty = run_cli(settings, "tail", settings.dlq_topic, "--timeout", "3")
+    pretty = run_cli(settings, "tail", settings.topics.dlq_topic, "--timeout", "3")
     assert pretty.returncode == 0, pretty.stderr
     assert "\x1b" not in pretty.stdout and "\x07" not in pretty.stdout and "\\x1b[2J" in pretty.stdout
 
 
 def test_commands_end_with_one_line_when_the_broker_is_unreachable(settings: Settings) -> None:
-    s = settings.model_copy(update={"bootstrap_servers": "127.0.0.1:9"})  # nothing listens there
+    s = settings.updated({"bootstrap_servers": "127.0.0.1:9"})  # nothing listens there
     got = run_cli(s, "tail", "media.uploads", "--timeout", "2", timeout_s=120)
     assert got.returncode == 1 and "Traceback" not in got.stderr
     assert [line for line in got.stderr.splitlines() if line.startswith("error:")], got.stderr
@@ -204,7 +204,7 @@ def test_commands_end_with_one_line_when_the_broker_is_unreachable(settings: Set
 def test_down_stops_the_backend_stub_a_hard_killed_triton_leaves_behind(stack: Any, settings: Settings, tmp_path: Path) -> None:
     from mmfeat.cli import services
 
-    own = services.with_free_ports(settings.model_copy(update={"state_dir": tmp_path / "own", "triton_url": None}))
+    own = services.with_free_ports(settings.updated({"state_dir": tmp_path / "own", "triton_url": None}))
     ep = services.up(own, model_repositories=[stack.model_repository], kafka=False, log=print)
     assert ep.triton_pid is not None
     try:
@@ -222,15 +222,17 @@ def test_down_stops_the_backend_stub_a_hard_killed_triton_leaves_behind(stack: A
 def test_up_works_from_outside_the_checkout(settings: Settings, stack: Any, tmp_path: Path) -> None:
     from mmfeat.cli import services
 
-    own = services.with_free_ports(settings.model_copy(update={"state_dir": tmp_path / "own", "triton_url": None}))
+    own = services.with_free_ports(settings.updated({"state_dir": tmp_path / "own", "triton_url": None}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMFEAT_")}
-    env |= {f"MMFEAT_{k.upper()}": str(getattr(own, k)) for k in services.PORT_SETTINGS}
+    env |= {f"MMFEAT_{k.upper()}": str(own.value(k)) for k in services.PORT_SETTINGS}
     cli = services.PROJECT_ROOT / "bin" / "mmfeat"
     try:
-        cmd = [str(cli), "--state-dir", str(own.state_dir), "up", "--no-kafka"]
+        cmd = [str(cli), "--state-dir", str(own.services.state_dir), "up", "--no-kafka"]
         got = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert got.returncode == 0, got.stderr[-2000:]
-        ep = services.Endpoints.load(own.state_dir)
+        ep = services.Endpoints.load(own.services.state_dir)
         assert ep.triton_http and services.triton_ready(ep.triton_http, "captioner")
     finally:
-        subprocess.run([str(cli), "--state-dir", str(own.state_dir), "down"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
+        subprocess.run(
+            [str(cli), "--state-dir", str(own.services.state_dir), "down"], cwd=tmp_path, env=env, capture_output=True, timeout=120
+        )

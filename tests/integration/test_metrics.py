@@ -11,17 +11,17 @@ from workers.worker import BackgroundWorker
 
 
 def test_worker_metrics_after_a_run(settings: Settings) -> None:
-    s = settings.model_copy(
-        update={"worker_metrics_port": services.free_port(), "metrics_interval_s": 0.5, "budget_rate_per_s": 0.0001, "budget_burst": 4}
+    s = settings.updated(
+        {"worker_metrics_port": services.free_port(), "metrics_interval_s": 0.5, "budget_rate_per_s": 0.0001, "budget_burst": 4}
     )
     uploads = [u for u, _ in image_uploads(small_images(6, seed=21), inline=True, prefix="met")]
     send_uploads(s, iter(uploads))
     bad = make_producer(s)
-    bad.produce(s.uploads_topic, key=b"met-bad", value=b"{oops")
+    bad.produce(s.topics.uploads_topic, key=b"met-bad", value=b"{oops")
     bad.flush(10)
 
     bg = BackgroundWorker(s, idle_exit_s=120)
-    url = f"http://{s.metrics_host}:{s.worker_metrics_port}/metrics"
+    url = f"http://{s.metrics.metrics_host}:{s.metrics.worker_metrics_port}/metrics"
     try:
 
         def settled() -> bool:
@@ -29,8 +29,8 @@ def test_worker_metrics_after_a_run(settings: Settings) -> None:
                 m = scrape(url)
             except OSError:  # the worker thread has not bound its port yet
                 return False
-            lag = [sample(m, "mmfeat_consumer_lag", topic=s.uploads_topic, partition=str(p)) for p in range(2)]
-            return sample(m, "mmfeat_records_in_total", topic=s.uploads_topic) == 7 and lag == [0, 0]
+            lag = [sample(m, "mmfeat_consumer_lag", topic=s.topics.uploads_topic, partition=str(p)) for p in range(2)]
+            return sample(m, "mmfeat_records_in_total", topic=s.topics.uploads_topic) == 7 and lag == [0, 0]
 
         wait_for(settled, 60, "7 uploads handled and lag 0 on both partitions")
         m = scrape(url)
@@ -38,9 +38,9 @@ def test_worker_metrics_after_a_run(settings: Settings) -> None:
         bg.worker.stop()
         bg.join(30)
 
-    assert sample(m, "mmfeat_records_out_total", topic=s.features_topic) == 4  # the budget's burst
-    assert sample(m, "mmfeat_records_out_total", topic=s.deferred_topic) == 2
-    assert sample(m, "mmfeat_records_out_total", topic=s.dlq_topic) == 1
+    assert sample(m, "mmfeat_records_out_total", topic=s.topics.features_topic) == 4  # the budget's burst
+    assert sample(m, "mmfeat_records_out_total", topic=s.topics.deferred_topic) == 2
+    assert sample(m, "mmfeat_records_out_total", topic=s.topics.dlq_topic) == 1
     assert sample(m, "mmfeat_deferred_total", reason="budget") == 2
     assert sample(m, "mmfeat_dlq_total", reason="bad_json") == 1
     calls = sample(m, "mmfeat_triton_request_seconds_count") or 0

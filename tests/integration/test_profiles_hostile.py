@@ -42,7 +42,7 @@ def strict_json(raw: bytes) -> object:
 
 
 def test_hostile_records_reach_the_dlq_and_the_gate_still_opens(ps: Settings, app: ProfilesApp) -> None:
-    assert ps.features_first_timeout_s >= 600  # a gate stuck on a DLQ'd record would outlast this test
+    assert ps.profiles.features_first_timeout_s >= 600  # a gate stuck on a DLQ'd record would outlast this test
     items = item_tokens(10)
     send_records(ps, features(ps, items))
     base = {"item_id": "it-x", "captioner_version": "c@1"}
@@ -54,9 +54,11 @@ def test_hostile_records_reach_the_dlq_and_the_gate_still_opens(ps: Settings, ap
     }
     producer = make_producer(ps)
     for key, value in bad_features.items():
-        producer.produce(ps.features_topic, key=key.encode(), value=json.dumps(value).encode())
+        producer.produce(ps.topics.features_topic, key=key.encode(), value=json.dumps(value).encode())
     for part in (0, 1):  # each features partition ends in a bad record
-        producer.produce(ps.features_topic, key=b"it-deep", value=b'{"token_ids": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", partition=part)
+        producer.produce(
+            ps.topics.features_topic, key=b"it-deep", value=b'{"token_ids": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", partition=part
+        )
     evs = send_engagements(ps, users=6, items=list(items), n=150, seed=5)
     good = evs[0].model_dump(mode="json", exclude_none=True)
     bad_engagements = [
@@ -65,7 +67,7 @@ def test_hostile_records_reach_the_dlq_and_the_gate_still_opens(ps: Settings, ap
         (json.dumps({**good, "event": "time_spent", "value": 1e308}).encode(), "bad_value"),
     ]
     for raw, _ in bad_engagements:
-        producer.produce(ps.engagements_topic, key=b"u1", value=raw)
+        producer.produce(ps.topics.engagements_topic, key=b"u1", value=raw)
     names = internal_topics(ps)
     producer.produce(names["by_item"], key=b"it-0", value=b"\x00garbage")  # internal topics are inputs too
     producer.produce(names["by_user"], key=b"u1", value=json.dumps({"e": {"id": "x"}, "tokens": [1]}).encode())
@@ -76,7 +78,7 @@ def test_hostile_records_reach_the_dlq_and_the_gate_still_opens(ps: Settings, ap
     assert sum(p.applied for p in truth.values()) == len(evs)
     wait_converged(app, truth, 150)
 
-    dlq = [DlqRecordV1.model_validate_json(r.value or b"") for r in records(ps, ps.engagements_dlq_topic)]
+    dlq = [DlqRecordV1.model_validate_json(r.value or b"") for r in records(ps, ps.topics.engagements_dlq_topic)]
     want = Counter({"bad_features": len(bad_features), "bad_json": 2 + 2, "bad_value": 1, "schema": 2})
     assert Counter(d.reason for d in dlq) == want
     assert {d.source_topic for d in dlq if d.reason == "schema"} == {names["by_item"], names["by_user"]}
@@ -84,7 +86,7 @@ def test_hostile_records_reach_the_dlq_and_the_gate_still_opens(ps: Settings, ap
     assert "Traceback" not in log and "crashed" not in log.lower()
     assert all("\n" not in d.error_message for d in dlq)
 
-    for rec in records(ps, ps.profiles_topic):  # every published profile is strict JSON its schema reads back
+    for rec in records(ps, ps.topics.profiles_topic):  # every published profile is strict JSON its schema reads back
         UserProfileV1.model_validate_json(json.dumps(strict_json(rec.value or b"")))
     with urllib.request.urlopen(f"{app.url}/profiles/u0", timeout=5) as r:
         UserProfileV1.model_validate_json(json.dumps(strict_json(r.read())))

@@ -86,7 +86,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterator[
     plan = services.KafkaPlan(d / "kafka", services.free_port(), services.free_port())
     props = SECURED.replace("@SASL@", str(sasl)).replace("@MTLS@", str(mtls)).replace("@DIR@", str(d))
     scram = "SCRAM-SHA-256=[name=bob,password=bob-secret]"
-    proc = services.start_kafka(plan, stack.settings.cache_dir, properties=props, format_args=["--add-scram", scram])
+    proc = services.start_kafka(plan, stack.settings.services.cache_dir, properties=props, format_args=["--add-scram", scram])
     try:
         services.wait_until(lambda: services.kafka_ready(plan.bootstrap), "secured broker", proc, 90, plan.dir / "server.log")
         yield Secured(d, f"127.0.0.1:{sasl}", f"127.0.0.1:{mtls}")
@@ -106,19 +106,23 @@ def over(s: Settings, sec: Secured, how: str, **extra: object) -> Settings:
         user, password, mech = ("alice", "alice-secret", "PLAIN") if how == "plain" else ("bob", "bob-secret", "SCRAM-SHA-256")
         update = {"bootstrap_servers": sec.sasl, "security_protocol": "SASL_SSL", "sasl_mechanism": mech, "sasl_username": user,
                   "sasl_password": SecretStr(password), "ssl_ca_location": ca}  # fmt: skip
-    return s.model_copy(update=update | extra)
+    return s.updated(update | extra)
 
 
 def test_worker_admin_and_reader_work_over_scram_and_mutual_tls(settings: Settings, secured: Secured) -> None:
     s = over(settings, secured, "scram")
     ensure_topics(
-        s, [TopicSpec(t, 2, compacted=t == s.features_topic) for t in (s.uploads_topic, s.features_topic, s.deferred_topic, s.dlq_topic)]
+        s,
+        [
+            TopicSpec(t, 2, compacted=t == s.topics.features_topic)
+            for t in (s.topics.uploads_topic, s.topics.features_topic, s.topics.deferred_topic, s.topics.dlq_topic)
+        ],
     )
     uploads = [u for u, _ in image_uploads(small_images(3, seed=41), inline=True, prefix="sec")]
     send_uploads(s, iter(uploads))
     stats = BackgroundWorker(s, max_records=3, idle_exit_s=60).join(180)
     assert stats.features == 3
-    got = by_key(records(over(settings, secured, "mtls"), s.features_topic))  # another listener, a client certificate
+    got = by_key(records(over(settings, secured, "mtls"), s.topics.features_topic))  # another listener, a client certificate
     assert set(got) == {u.item_id for u in uploads}
 
 

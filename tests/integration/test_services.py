@@ -45,8 +45,8 @@ def test_up_is_idempotent_and_down_stops_what_it_started(stack: Stack, tmp_path:
 def test_named_endpoints_start_nothing(stack: Stack, tmp_path: Path) -> None:
     env = {
         "MMFEAT_STATE_DIR": str(tmp_path / "state"),
-        "MMFEAT_BOOTSTRAP_SERVERS": stack.settings.bootstrap_servers or "",
-        "MMFEAT_TRITON_URL": stack.settings.triton_url or "",
+        "MMFEAT_BOOTSTRAP_SERVERS": stack.settings.kafka.bootstrap_servers or "",
+        "MMFEAT_TRITON_URL": stack.settings.triton.triton_url or "",
     }
     out = cli(env, "up")
     assert "starting nothing" in out and "starting Apache Kafka" not in out and "starting tritonserver" not in out

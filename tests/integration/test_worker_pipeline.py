@@ -22,18 +22,18 @@ def test_n_uploads_give_n_feature_records(stack: Stack, settings: Settings) -> N
     stats = BackgroundWorker(settings, max_records=24, idle_exit_s=60).join(180)
     assert (stats.features, stats.deferred, stats.dlq) == (24, 0, 0)
 
-    feats = records(settings, settings.features_topic)
+    feats = records(settings, settings.topics.features_topic)
     assert len(feats) == 24
     assert set(by_key(feats)) == set(uploads)
-    assert records(settings, settings.dlq_topic) == [] and records(settings, settings.deferred_topic) == []
+    assert records(settings, settings.topics.dlq_topic) == [] and records(settings, settings.topics.deferred_topic) == []
     assert committed_lag(settings) == 0
 
     # The worker publishes what the model says: the same captions, computed offline in one batch.
     runtime = CaptionerRuntime(stack.model_dir)
     order = sorted(uploads)
     path_of = {u.item_id: p for (u, _), p in zip(pairs, paths, strict=True)}
-    expected = runtime.caption([runtime.decode(path_of[i].read_bytes(), settings.max_pixels) for i in order], [""] * len(order))
-    toks = load_tokenizers(["sp", "word", "hash"], settings.tokenizer_dir, settings.hash_buckets)
+    expected = runtime.caption([runtime.decode(path_of[i].read_bytes(), settings.fetch.max_pixels) for i in order], [""] * len(order))
+    toks = load_tokenizers(["sp", "word", "hash"], settings.features.tokenizer_dir, settings.features.hash_buckets)
     version = read_manifest(stack.model_dir).version
     for item_id, cap in zip(order, expected, strict=True):
         rec = by_key(feats)[item_id]
@@ -48,18 +48,18 @@ def test_n_uploads_give_n_feature_records(stack: Stack, settings: Settings) -> N
         assert rec.headers[H_CAPTIONER] == version == value.captioner_version
         assert rec.headers[H_SCHEMA] == "1"
         assert f"sp={toks['sp'].version}" in rec.headers[H_TOKENIZERS]
-        assert rec.headers[H_SOURCE].startswith(f"{settings.uploads_topic}[") and rec.headers[H_SOURCE].endswith(f"item={item_id}")
+        assert rec.headers[H_SOURCE].startswith(f"{settings.topics.uploads_topic}[") and rec.headers[H_SOURCE].endswith(f"item={item_id}")
 
 
 def test_budget_overflow_is_deferred_not_dropped(settings: Settings) -> None:
-    s = settings.model_copy(update={"budget_rate_per_s": 0.0001, "budget_burst": 3})
+    s = settings.updated({"budget_rate_per_s": 0.0001, "budget_burst": 3})
     uploads = [u for u, _ in image_uploads(small_images(8, seed=2), inline=True, prefix="bud")]
     send_uploads(s, iter(uploads))
     stats = BackgroundWorker(s, max_records=8, idle_exit_s=60).join(120)
     assert (stats.features, stats.deferred, stats.dlq) == (3, 5, 0)
-    deferred = records(s, s.deferred_topic)
+    deferred = records(s, s.topics.deferred_topic)
     assert len(deferred) == 5
-    featured = set(by_key(records(s, s.features_topic)))
+    featured = set(by_key(records(s, s.topics.features_topic)))
     sent = {u.item_id: u for u in uploads}
     for rec in deferred:
         d = DeferredRecordV1.model_validate_json(rec.value or b"")
@@ -79,7 +79,7 @@ def test_identical_content_is_captioned_once(settings: Settings) -> None:
     second = [u.model_copy(update={"item_id": "dupB-0"}) for u in first[:1]]
     send_uploads(settings, iter(second))
     stats2 = BackgroundWorker(settings, max_records=1, idle_exit_s=60).join(120)
-    feats = by_key(records(settings, settings.features_topic))
+    feats = by_key(records(settings, settings.topics.features_topic))
     assert set(feats) == {"dupA-000000", "dupA-000001", "dupA-000002", "dupB-0"}
     captions = {FeatureRecordV1.model_validate_json(r.value or b"").caption_raw for r in feats.values()}
     assert len(captions) == 1
@@ -95,7 +95,7 @@ def test_the_trained_default_captioner_names_what_is_in_the_scene(settings: Sett
     from captioner.world.clipart import load_vocabulary, png_bytes
     from mmfeat.schemas import now_utc
 
-    s = settings.model_copy(update={"triton_model": "captioner_default"})
+    s = settings.updated({"triton_model": "captioner_default"})
     held = held_out_sets(12, seed=7)[0]  # new compositions
     uploads = [
         UploadV1(
@@ -110,7 +110,7 @@ def test_the_trained_default_captioner_names_what_is_in_the_scene(settings: Sett
     send_uploads(s, iter(uploads))
     stats = BackgroundWorker(s, max_records=len(uploads), idle_exit_s=60).join(180)
     assert stats.features == len(uploads)
-    feats = by_key(records(s, s.features_topic))
+    feats = by_key(records(s, s.topics.features_topic))
     names = sorted(load_vocabulary())
     found = total = 0
     for i, scene in enumerate(held.scenes):

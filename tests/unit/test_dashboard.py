@@ -36,5 +36,5 @@ def test_prometheus_config_scrapes_the_default_ports() -> None:
     conf = yaml.safe_load((PROJECT_ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     targets = {t for job in conf["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
     d = Settings()
-    ports = {d.worker_metrics_port, d.backfill_metrics_port, d.profiles_web_port, d.triton_metrics_port}
+    ports = {d.metrics.worker_metrics_port, d.metrics.backfill_metrics_port, d.profiles.profiles_web_port, d.services.triton_metrics_port}
     assert {int(t.rsplit(":", 1)[1]) for t in targets} == ports

@@ -1,7 +1,7 @@
 import pytest
 
 from mmfeat.errors import ConfigError
-from mmfeat.settings import PROJECT_ROOT, Settings, load_settings
+from mmfeat.settings import FIELDS, PROJECT_ROOT, load_settings
 
 
 def test_unknown_env_var_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -14,7 +14,7 @@ def test_env_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MMFEAT_BATCH_SIZE", "8")
     monkeypatch.setenv("MMFEAT_ALLOWED_HOSTS", '["Media.Example.com"]')
     s = load_settings(group_id="g1", triton_url=None)
-    assert s.batch_size == 8 and s.group_id == "g1" and s.allowed_hosts == ["media.example.com"]
+    assert s.worker.batch_size == 8 and s.worker.group_id == "g1" and s.fetch.allowed_hosts == ["media.example.com"]
 
 
 def test_invalid_value_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,9 +29,9 @@ def test_secrets_are_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
     from mmfeat.kafka.client import connection_config
 
-    assert connection_config(s.model_copy(update={"bootstrap_servers": "b:1"}))["sasl.password"] == "hunter2"
+    assert connection_config(s.updated({"bootstrap_servers": "b:1"}))["sasl.password"] == "hunter2"
 
 
 def test_every_setting_is_documented() -> None:
     doc = (PROJECT_ROOT / "docs" / "configuration.md").read_text()
-    assert [n for n in Settings.model_fields if f"`MMFEAT_{n.upper()}`" not in doc] == []
+    assert [n for n in FIELDS if f"`MMFEAT_{n.upper()}`" not in doc] == []

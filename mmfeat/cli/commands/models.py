@@ -32,7 +32,7 @@ def train_tokenizers(
     from mmfeat.normalize import normalize_caption
     from mmfeat.tokenizers import trainable
 
-    target = out_dir or load_settings(**_flags).tokenizer_dir
+    target = out_dir or load_settings(**_flags).features.tokenizer_dir
     target.mkdir(parents=True, exist_ok=True)
     corpus = [normalize_caption(c) for c in caption_corpus(captions, seed)]
     for spec in trainable():

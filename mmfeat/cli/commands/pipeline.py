@@ -25,7 +25,9 @@ def worker(
 
     s = settings(group_id=group_id)
     w = CaptionWorker(s)
-    console.print(f"worker: {s.uploads_topic} -> {s.features_topic} via Triton {s.triton_url} (group {s.group_id})")
+    console.print(
+        f"worker: {s.topics.uploads_topic} -> {s.topics.features_topic} via Triton {s.triton.triton_url} (group {s.worker.group_id})"
+    )
     stats = w.run(idle_exit_s=idle_exit, max_records=max_records)
     console.print(f"worker: stopped; features={stats.features} deferred={stats.deferred} dlq={stats.dlq} dedupe_hits={stats.dedupe_hits}")
 
@@ -113,7 +115,7 @@ def produce(
         uploads, n = synthetic_uploads(count, seed), count
     with tqdm(total=n, desc="produce", unit="upload", file=sys.stderr) as bar:
         sent = send_uploads(s, uploads, topic, progress=lambda k: bar.update(k - bar.n))
-    console.print(f"produce: {sent} upload(s) acknowledged on {topic or s.uploads_topic}")
+    console.print(f"produce: {sent} upload(s) acknowledged on {topic or s.topics.uploads_topic}")
 
 
 @app.command()

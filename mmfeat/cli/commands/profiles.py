@@ -31,9 +31,9 @@ def profiles(
 
     base = settings()
     s = settings(features_topic=features_topic, profiles_topic=profiles_topic, profiles_web_port=web_port)
-    if app_id is None and s.profiles_topic != base.profiles_topic:
-        app_id = f"{s.profiles_app_id}.{profiles_topic}"  # a group of its own: it starts from the log's beginning
-    run(s.model_copy(update={"profiles_app_id": app_id}) if app_id else s)
+    if app_id is None and s.topics.profiles_topic != base.topics.profiles_topic:
+        app_id = f"{s.profiles.profiles_app_id}.{profiles_topic}"  # a group of its own: it starts from the log's beginning
+    run(s.updated({"profiles_app_id": app_id}) if app_id else s)
 
 
 @app.command()
@@ -47,7 +47,7 @@ def profile(
     from streams.client import fetch_profile
 
     s = settings()
-    rec = fetch_profile(url or f"http://{s.profiles_web_host}:{s.profiles_web_port}", user_id)
+    rec = fetch_profile(url or f"http://{s.profiles.profiles_web_host}:{s.profiles.profiles_web_port}", user_id)
     if as_json:
         print(json.dumps(rec.model_dump(mode="json"), sort_keys=True))
     else:

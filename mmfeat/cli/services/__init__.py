@@ -70,56 +70,62 @@ class Endpoints:
 
 def resolve(settings: Settings) -> Settings:
     """Fill in the broker and Triton endpoints from `mmfeat up`'s record where env/flags named none."""
-    if settings.bootstrap_servers and settings.triton_url:
+    if settings.kafka.bootstrap_servers and settings.triton.triton_url:
         return settings
-    ep = Endpoints.load(settings.state_dir)
-    return settings.model_copy(
-        update={
-            "bootstrap_servers": settings.bootstrap_servers or ep.bootstrap_servers,
-            "triton_url": settings.triton_url or ep.triton_url,
+    ep = Endpoints.load(settings.services.state_dir)
+    return settings.updated(
+        {
+            "bootstrap_servers": settings.kafka.bootstrap_servers or ep.bootstrap_servers,
+            "triton_url": settings.triton.triton_url or ep.triton_url,
         }
     )
 
 
 def with_free_ports(settings: Settings) -> Settings:
     """The same settings with every embedded-service port moved to a free one (tests, demo)."""
-    return settings.model_copy(update={name: free_port() for name in PORT_SETTINGS})
+    return settings.updated({name: free_port() for name in PORT_SETTINGS})
 
 
 def up(
     settings: Settings, *, model_repositories: Sequence[Path] | None = None, kafka: bool = True, triton: bool = True, log: Log = print
 ) -> Endpoints:
     """Start the embedded broker and Triton unless running or named by settings; idempotent."""
-    state = settings.state_dir
+    state = settings.services.state_dir
     ep = Endpoints.load(state)
-    if kafka and settings.bootstrap_servers:
-        log(f"kafka: using {settings.bootstrap_servers} (MMFEAT_BOOTSTRAP_SERVERS), starting nothing")
+    if kafka and settings.kafka.bootstrap_servers:
+        log(f"kafka: using {settings.kafka.bootstrap_servers} (MMFEAT_BOOTSTRAP_SERVERS), starting nothing")
     elif kafka and ep.kafka_pid and _runs(ep.kafka_pid, "kafka.Kafka") and ep.bootstrap_servers and kafka_ready(ep.bootstrap_servers):
         log(f"kafka: already running at {ep.bootstrap_servers} (pid {ep.kafka_pid})")
     elif kafka:
-        plan = KafkaPlan(state / "kafka", settings.kafka_port, settings.kafka_controller_port)
+        plan = KafkaPlan(state / "kafka", settings.services.kafka_port, settings.services.kafka_controller_port)
         if _port_open(plan.port):
             raise ServiceError(f"port {plan.port} is taken by another process; stop it or set MMFEAT_BOOTSTRAP_SERVERS")
         log(f"kafka: starting Apache Kafka {KAFKA_VERSION} (KRaft) on {plan.bootstrap} ...")
-        proc = start_kafka(plan, settings.cache_dir)
+        proc = start_kafka(plan, settings.services.cache_dir)
         ep.kafka_pid, ep.bootstrap_servers = proc.pid, plan.bootstrap
         ep.save(state)
         wait_until(lambda: kafka_ready(plan.bootstrap), "kafka broker", proc, 90, plan.dir / "server.log")
         log(f"kafka: ready at {plan.bootstrap} (pid {proc.pid})")
-    if triton and settings.triton_url:
-        log(f"triton: using {settings.triton_url} (MMFEAT_TRITON_URL), starting nothing")
+    if triton and settings.triton.triton_url:
+        log(f"triton: using {settings.triton.triton_url} (MMFEAT_TRITON_URL), starting nothing")
     elif triton and ep.triton_pid and _runs(ep.triton_pid, "tritonserver") and ep.triton_http and triton_ready(ep.triton_http):
         log(f"triton: already running at {ep.triton_url} (pid {ep.triton_pid})")
     elif triton:
         if ep.triton_pid:  # a server killed hard leaves its backend stubs behind in its group
             stop_group(ep.triton_pid, TRITON_MARKERS, log=log, name="triton (left over)")
-        repos = tuple(model_repositories or (settings.model_repository,))
-        tplan = TritonPlan(state / "triton", repos, settings.triton_http_port, settings.triton_grpc_port, settings.triton_metrics_port)
+        repos = tuple(model_repositories or (settings.services.model_repository,))
+        tplan = TritonPlan(
+            state / "triton",
+            repos,
+            settings.services.triton_http_port,
+            settings.services.triton_grpc_port,
+            settings.services.triton_metrics_port,
+        )
         for port in (tplan.http_port, tplan.grpc_port, tplan.metrics_port):
             if _port_open(port):
                 raise ServiceError(f"port {port} is taken by another process; stop it or set MMFEAT_TRITON_URL")
         log(f"triton: starting tritonserver on grpc {tplan.grpc_url}, http {tplan.http_url} ...")
-        tproc = start_triton(tplan, settings.cache_dir)
+        tproc = start_triton(tplan, settings.services.cache_dir)
         ep.triton_pid, ep.triton_url, ep.triton_http = tproc.pid, tplan.grpc_url, tplan.http_url
         ep.save(state)
         wait_until(lambda: triton_ready(tplan.http_url), "tritonserver", tproc, 300, tplan.dir / "tritonserver.log")
@@ -129,8 +135,8 @@ def up(
 
 def down(settings: Settings, log: Log = print) -> None:
     """Stop exactly the processes `up` recorded in the state directory."""
-    ep = Endpoints.load(settings.state_dir)
+    ep = Endpoints.load(settings.services.state_dir)
     for name, pid, markers in (("triton", ep.triton_pid, TRITON_MARKERS), ("kafka", ep.kafka_pid, KAFKA_MARKERS)):
         if pid and not stop_group(pid, markers, log=log, name=name):
             log(f"{name}: pid {pid} already gone")
-    (settings.state_dir / ENDPOINTS).unlink(missing_ok=True)
+    (settings.services.state_dir / ENDPOINTS).unlink(missing_ok=True)

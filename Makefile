@@ -35,7 +35,7 @@ sysdeps:
 	fi
 
 setup: venv sysdeps
-	@$(PY) -c "from mmfeat.services import kafka_libs; from pathlib import Path; kafka_libs(Path('$(CACHE)'))"
+	@$(PY) -c "from mmfeat.cli.services import kafka_libs; from pathlib import Path; kafka_libs(Path('$(CACHE)'))"
 
 test: setup
 	$(PY) -m pytest tests

@@ -229,12 +229,7 @@ class Settings(BaseModel):
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> Settings:
         """Validated settings from flat field names (``{"batch_size": 8}``), as the environment names them."""
-        nested: dict[str, dict[str, Any]] = {}
-        for name, value in values.items():
-            if name not in FIELDS:
-                raise ConfigError(f"unknown setting {name}; see docs/configuration.md")
-            nested.setdefault(FIELDS[name], {})[name] = value
-        return cls.model_validate(nested)
+        return cls.model_validate(_by_section(values))
 
     def value(self, name: str) -> Any:
         """A setting by its flat name."""
@@ -242,11 +237,7 @@ class Settings(BaseModel):
 
     def updated(self, changes: Mapping[str, Any]) -> Settings:
         """A copy with settings replaced by flat name (not validated again, as model_copy; tests and services use it)."""
-        by_section: dict[str, dict[str, Any]] = {}
-        for name, value in changes.items():
-            if name not in FIELDS:
-                raise ConfigError(f"unknown setting {name}")
-            by_section.setdefault(FIELDS[name], {})[name] = value
+        by_section = _by_section(changes)
         return self.model_copy(update={sec: getattr(self, sec).model_copy(update=upd) for sec, upd in by_section.items()})
 
     def flat(self) -> dict[str, Any]:
@@ -278,6 +269,16 @@ class Settings(BaseModel):
                 value = json.dumps(value)
             env[ENV_PREFIX + name.upper()] = str(value)
         return env
+
+
+def _by_section(values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Flat names -> {section: {name: value}}; an unknown name is a ConfigError."""
+    nested: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        if name not in FIELDS:
+            raise ConfigError(f"unknown setting {name}; see docs/configuration.md")
+        nested.setdefault(FIELDS[name], {})[name] = value
+    return nested
 
 
 def _from_env(name: str, raw: str) -> Any:

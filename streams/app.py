@@ -83,42 +83,51 @@ def make_app(settings: Settings) -> faust.App:
         by_item=app.topic(names["by_item"], partitions=p, **raw),
         by_user=app.topic(names["by_user"], partitions=p, **raw),
     )
-    by_item = topics.by_item
 
     def table(name: str) -> Any:
         return app.Table(name, default=None, partitions=p, key_type=bytes)  # raw keys: the same bytes as the topic keys
 
     items, pending, pending_index, profiles = (table(t) for t in TABLES)
     metrics = ProfileMetrics()
-    inputs = {s.topics.engagements_topic, s.topics.features_topic, names["by_item"], names["by_user"]}
     join = ItemJoin(items, pending, pending_index, cap=s.profiles.pending_max_per_item, ttl_s=s.profiles.pending_ttl_s)
     gate = LoadGate()
     stage = Stage(s, cfg, engagement_rules(s), topics, profiles, join, gate, metrics)
     for build in AGENTS:
         build(app, stage)
 
-    @app.timer(interval=s.profiles.pending_tick_s)
-    async def tick() -> None:
-        """One tick per partition of by-item: expiry runs inside the partition that owns the entries."""
-        for part in range(p):
-            await by_item.send(key=None, value=encode(TickMsg()), partition=part)
+    for extra in (tick, load_features_first, sample_lag, lookup):
+        extra(app, stage, names)
+    return app
+
+
+def tick(app: faust.App, st: Stage, names: dict[str, str]) -> None:
+    """One tick per partition of by-item: expiry runs inside the partition that owns the entries."""
+
+    @app.timer(interval=st.s.profiles.pending_tick_s)
+    async def send_ticks() -> None:
+        for part in range(st.s.profiles.profiles_partitions):
+            await st.topics.by_item.send(key=None, value=encode(TickMsg()), partition=part)
+
+
+def load_features_first(app: faust.App, st: Stage, names: dict[str, str]) -> None:
+    """Hold the engagement partitions until this worker's features partitions are read to their end at assignment (or
+    the timeout). Paused partitions are not fetched at all: an agent that stopped reading would keep its buffered
+    records unacknowledged, and Faust waits for those before it rebalances."""
+    s, gate = st.s, st.gate
+    engagements, features = s.topics.engagements_topic, s.topics.features_topic
 
     @app.task
-    async def load_features_first() -> None:
-        """Hold the engagement partitions until this worker's features partitions are read to their end at
-        assignment (or the timeout). Paused partitions are not fetched at all: an agent that stopped reading
-        would keep its buffered records unacknowledged, and Faust waits for those before it rebalances."""
+    async def hold_engagements() -> None:
         began = time.monotonic()
         while not app.consumer.assignment():
             await asyncio.sleep(0.1)
-        app.consumer.pause_partitions([tp for tp in app.consumer.assignment() if tp.topic == s.topics.engagements_topic])
-        tps = [tp for tp in app.consumer.assignment() if tp.topic == s.topics.features_topic]
+        app.consumer.pause_partitions([tp for tp in app.consumer.assignment() if tp.topic == engagements])
+        tps = [tp for tp in app.consumer.assignment() if tp.topic == features]
         ends = await app.consumer.highwaters(*tps) if tps else {}
         # where reading starts: the group's committed offsets (the consumer's own position is its fetch position)
         loop = asyncio.get_running_loop()
-        starts = await loop.run_in_executor(
-            None, committed_offsets, s, s.profiles.profiles_app_id, s.topics.features_topic, [tp.partition for tp in tps]
-        )
+        app_id = s.profiles.profiles_app_id
+        starts = await loop.run_in_executor(None, committed_offsets, s, app_id, features, [tp.partition for tp in tps])
         gate.start()  # a worker holding no features partition has nothing to wait for
         for tp in tps:
             gate.watch(tp.partition, int(ends.get(tp) or 0), starts.get(tp.partition, 0))
@@ -129,21 +138,32 @@ def make_app(settings: Settings) -> faust.App:
         else:
             waited, left = s.profiles.features_first_timeout_s, gate.remaining()
             log.warning("features not loaded after %.0fs (%d record(s) to go): engagements start anyway", waited, left)
-        app.consumer.resume_partitions([tp for tp in app.consumer.assignment() if tp.topic == s.topics.engagements_topic])
+        app.consumer.resume_partitions([tp for tp in app.consumer.assignment() if tp.topic == engagements])
 
-    @app.timer(interval=s.metrics.metrics_interval_s)
-    async def sample_lag() -> None:
-        """Consumer lag of the app's input partitions held by this worker."""
+
+def sample_lag(app: faust.App, st: Stage, names: dict[str, str]) -> None:
+    """Consumer lag of the app's input partitions held by this worker; /metrics serves it."""
+    inputs = {st.s.topics.engagements_topic, st.s.topics.features_topic, names["by_item"], names["by_user"]}
+
+    @app.timer(interval=st.s.metrics.metrics_interval_s)
+    async def sample() -> None:
         for tp in app.consumer.assignment():
             if tp.topic in inputs:
                 position = await app.consumer.position(tp)
                 highwater = app.consumer.highwater(tp)
                 if position is not None and highwater is not None:
-                    metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+                    st.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
     @app.page("/metrics")
     async def get_metrics(web: View, request: Request) -> Response:
-        return web.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})  # aiohttp refuses a charset in content_type
+        return web.bytes(
+            st.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )  # aiohttp refuses a charset in content_type
+
+
+def lookup(app: faust.App, st: Stage, names: dict[str, str]) -> None:
+    """GET /profiles/{user_id}: the profile from the current state, answered by the worker that owns the user."""
+    s = st.s
 
     @app.task
     async def warm_lookup_routing() -> None:
@@ -157,20 +177,18 @@ def make_app(settings: Settings) -> faust.App:
         if not re.fullmatch(ITEM_ID_PATTERN, user_id):
             return web.json({"error": f"malformed user id {user_id!r}: 1-128 characters of [A-Za-z0-9._:-]"}, status=400)
         try:  # the worker that owns the user's partition answers; with one worker that is always this one
-            return await app.router.route_req(profiles.name, user_id, web.web, request)
+            return await app.router.route_req(st.profiles.name, user_id, web.web, request)
         except SameNode:
             pass
         except (ServiceUnavailable, TypeError, KeyError):  # no assignment or no topic metadata yet
             return web.json({"error": "the profiles app is starting or rebalancing; retry"}, status=503)
-        got = profiles.get(user_id)
+        got = st.profiles.get(user_id)
         if got is None:
             return web.json({"error": f"unknown user {user_id!r}"}, status=404)
         rec = profile_record(
-            ProfileState.from_dict(got), cfg, tokenizer=s.profiles.profile_tokenizer, features_topic=s.topics.features_topic
+            ProfileState.from_dict(got), st.cfg, tokenizer=s.profiles.profile_tokenizer, features_topic=s.topics.features_topic
         )
         return web.bytes(encode_record(rec), content_type="application/json")
-
-    return app
 
 
 def run(settings: Settings, *, loglevel: str = "warning") -> None:

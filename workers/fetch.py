@@ -23,7 +23,7 @@ import stat
 import threading
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +135,20 @@ def check_uri(uri: str, policy: FetchPolicy) -> Target:
 # ---- file:// ----------------------------------------------------------------------------------
 
 
+def read_capped(read: Callable[[int], bytes], max_bytes: int, what: str) -> bytes:
+    """Read until EOF; MediaRejected as soon as more than ``max_bytes`` came (never more than one byte over is read)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = read(max_bytes + 1 - size)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
+            raise MediaRejected(f"{what} is over the {max_bytes}-byte limit", reason="media_too_large")
+
+
 def _read_file(path: Path, policy: FetchPolicy) -> bytes:
     """A regular file's bytes. O_NONBLOCK: opening a FIFO returns at once (and is then refused); O_NOFOLLOW and
     a second root check on the opened descriptor close the race with a symlink swapped in after check_uri."""
@@ -151,16 +165,7 @@ def _read_file(path: Path, policy: FetchPolicy) -> bytes:
             raise _denied(f"{path} resolved outside the allowed roots while being opened")
         if st.st_size > policy.max_bytes:
             raise MediaRejected(f"{clean(path)} is over the {policy.max_bytes}-byte limit", reason="media_too_large")
-        chunks, size = [], 0
-        while size <= policy.max_bytes:
-            chunk = os.read(fd, min(1 << 20, policy.max_bytes + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > policy.max_bytes:
-            raise MediaRejected(f"{clean(path)} is over the {policy.max_bytes}-byte limit", reason="media_too_large")
-        return b"".join(chunks)
+        return read_capped(lambda n: os.read(fd, min(n, 1 << 20)), policy.max_bytes, clean(path))
     except OSError as e:
         raise FetchError(f"cannot read {clean(path)}: {e.strerror}", reason="fetch_failed") from e
     finally:
@@ -249,18 +254,10 @@ def _http_get(target: Target, policy: FetchPolicy) -> bytes:
         length = resp.headers.get("Content-Length")
         if length and length.strip().isdigit() and int(length) > policy.max_bytes:
             raise MediaRejected(f"{what} declares {length} bytes, over the {policy.max_bytes}-byte limit", reason="media_too_large")
-        chunks, size = [], 0
-        while True:
-            chunk = resp.read(min(1 << 16, policy.max_bytes + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > policy.max_bytes:
-                raise MediaRejected(f"{what} is over the {policy.max_bytes}-byte limit", reason="media_too_large")
+        data = read_capped(lambda n: resp.read(min(n, 1 << 16)), policy.max_bytes, what)
         if fired.is_set():  # the watchdog cut the connection: what was read may be truncated
             raise TimeoutError
-        return b"".join(chunks)
+        return data
     except (FetchError, MediaRejected):
         raise
     except TimeoutError as e:

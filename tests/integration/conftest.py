@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -190,3 +191,15 @@ def ps(settings: Settings, tmp_path: Path) -> Settings:
     )
     ensure_topics(s, app_topics(s))
     return s
+
+
+@pytest.fixture
+def app(ps: Settings, tmp_path: Path) -> Iterator[Any]:
+    """This test's profiles app (not started): tests/integration/profiles.py's ProfilesApp, SIGKILLed at the end."""
+    from tests.integration.profiles import ProfilesApp
+
+    a = ProfilesApp(ps, tmp_path / "profiles.log")
+    try:
+        yield a
+    finally:
+        a.stop(signal.SIGKILL)

@@ -22,7 +22,7 @@ from mmfeat.topics import app_topics
 from streams.offline import recompute_profiles
 from streams.rules import profile_config
 from tests.integration.conftest import Stack, by_key, records, run_cli, small_images
-from tests.integration.test_profiles import ProfilesApp, features, item_tokens, send_engagements, wait_converged
+from tests.integration.profiles import ProfilesApp, features, item_tokens, send_engagements, wait_converged
 from workers.worker import BackgroundWorker
 
 SECURED = """\

@@ -6,13 +6,8 @@ schema reads back."""
 from __future__ import annotations
 
 import json
-import signal
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from mmfeat.cli.produce import send_records
 from mmfeat.kafka.client import make_producer
@@ -22,16 +17,7 @@ from mmfeat.topics import internal_topics
 from streams.offline import recompute_profiles
 from streams.rules import profile_config
 from tests.integration.conftest import records
-from tests.integration.test_profiles import ProfilesApp, features, item_tokens, send_engagements, wait_converged
-
-
-@pytest.fixture
-def app(ps: Settings, tmp_path: Path) -> Iterator[ProfilesApp]:
-    a = ProfilesApp(ps, tmp_path / "profiles.log")
-    try:
-        yield a
-    finally:
-        a.stop(signal.SIGKILL)
+from tests.integration.profiles import ProfilesApp, features, item_tokens, send_engagements, wait_converged
 
 
 def strict_json(raw: bytes) -> object:

@@ -1,0 +1,45 @@
+"""The captioner's Triton contract: config.pbtxt declares exactly its tensors, and what one side writes the other reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from mmfeat import triton_contract as contract
+from mmfeat.settings import PROJECT_ROOT
+
+
+def declared(tensors: object) -> set[tuple[str, str, tuple[int, ...], bool]]:
+    """(name, data type, dims, optional) of config.pbtxt's tensors (outputs have no `optional`)."""
+    return {(t.name, model_config_pb2.DataType.Name(t.data_type), tuple(t.dims), bool(getattr(t, "optional", False))) for t in tensors}  # type: ignore[attr-defined]
+
+
+def test_config_pbtxt_declares_the_contracts_tensors() -> None:
+    for folder in ("triton_models/captioner", "bench/triton_models/null_captioner"):
+        config = model_config_pb2.ModelConfig()
+        text_format.Parse((PROJECT_ROOT / folder / "config.pbtxt").read_text(), config)
+        want_in = {(t.name, t.config_type, t.dims, t.optional) for t in contract.CAPTIONER.inputs}
+        want_out = {(t.name, t.config_type, t.dims, False) for t in contract.CAPTIONER.outputs}
+        assert declared(config.input) == want_in, folder
+        assert declared(config.output) == want_out, folder
+
+
+def test_a_request_and_an_answer_read_back_on_the_other_side() -> None:
+    arrays = contract.request_arrays(b"\x89PNG...", "describe")
+    media, prompts = contract.read_request(arrays.get)
+    assert (media, prompts) == ([b"\x89PNG..."], ["describe"])
+    assert contract.PROMPT.name not in contract.request_arrays(b"x", "")  # optional: absent when empty
+    assert contract.read_request(contract.request_arrays(b"x", "").get) == ([b"x"], [""])
+
+    caps = [contract.Caption("a dog", [5, 6, 7]), contract.Caption("two cats", [8])]
+    answer = contract.answer_arrays(caps, "cap@1")
+    assert answer["TOKEN_IDS"].tolist() == [[5, 6, 7], [8, -1, -1]]  # ragged rows padded
+    one = {name: a[1:2] for name, a in answer.items()}  # the client reads one item's answer
+    assert contract.read_answer(one.get) == (contract.Caption("two cats", [8]), "cap@1")
+
+
+def test_an_answer_without_a_tensor_is_an_error() -> None:
+    with pytest.raises(ValueError, match="CAPTION"):
+        contract.read_answer({"TOKEN_IDS": np.zeros((1, 1), np.int64)}.get)

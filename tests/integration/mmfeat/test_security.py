@@ -25,24 +25,15 @@ from tests.integration.conftest import Stack, by_key, records, run_cli, small_im
 from tests.integration.profiles import ProfilesApp, features, item_tokens, send_engagements, wait_converged
 from workers.worker import BackgroundWorker
 
-SECURED = """\
-process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:{controller}
-listeners=INTERNAL://127.0.0.1:{port},SASL_SSL://127.0.0.1:@SASL@,SSL://127.0.0.1:@MTLS@,CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=INTERNAL://127.0.0.1:{port},SASL_SSL://127.0.0.1:@SASL@,SSL://127.0.0.1:@MTLS@
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
-inter.broker.listener.name=INTERNAL
-log.dirs={data}
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=false
+# The embedded broker's properties with its listeners replaced: an INTERNAL one for the broker itself (and our
+# readiness probe), SASL_SSL (PLAIN and SCRAM-SHA-256) and SSL with client certificates required.
+LISTENERS = {
+    "listeners": "INTERNAL://127.0.0.1:{port},SASL_SSL://127.0.0.1:@SASL@,SSL://127.0.0.1:@MTLS@,CONTROLLER://127.0.0.1:{controller}",
+    "advertised.listeners": "INTERNAL://127.0.0.1:{port},SASL_SSL://127.0.0.1:@SASL@,SSL://127.0.0.1:@MTLS@",
+    "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL",
+    "inter.broker.listener.name": "INTERNAL",
+}
+SECURITY = """\
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256
 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required \
 username="admin" password="admin-secret" user_admin="admin-secret" user_alice="alice-secret";
@@ -53,6 +44,14 @@ ssl.truststore.type=PEM
 ssl.truststore.location=@DIR@/ca.pem
 listener.name.ssl.ssl.client.auth=required
 """
+
+
+def secured_properties() -> str:
+    keys = [line.split("=", 1)[0] for line in services.KAFKA_PROPERTIES.splitlines()]
+    lines = [
+        f"{k}={LISTENERS[k]}" if k in LISTENERS else line for k, line in zip(keys, services.KAFKA_PROPERTIES.splitlines(), strict=True)
+    ]
+    return "\n".join(lines) + "\n" + SECURITY
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -84,7 +83,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterator[
     make_certs(d)
     sasl, mtls = services.free_port(), services.free_port()
     plan = services.KafkaPlan(d / "kafka", services.free_port(), services.free_port())
-    props = SECURED.replace("@SASL@", str(sasl)).replace("@MTLS@", str(mtls)).replace("@DIR@", str(d))
+    props = secured_properties().replace("@SASL@", str(sasl)).replace("@MTLS@", str(mtls)).replace("@DIR@", str(d))
     scram = "SCRAM-SHA-256=[name=bob,password=bob-secret]"
     proc = services.start_kafka(plan, stack.settings.services.cache_dir, properties=props, format_args=["--add-scram", scram])
     try:

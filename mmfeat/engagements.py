@@ -55,20 +55,19 @@ class Engagement:
     event: str
     value: float
     ts: float
+    partition: int | None = None  # source coordinates on the engagements topic: what a redelivery is recognized by
+    offset: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Engagement:
+        p, o = d.get("partition"), d.get("offset")
         return cls(
-            id=str(d["id"]),
-            user_id=str(d["user_id"]),
-            item_id=str(d["item_id"]),
-            event=str(d["event"]),
-            value=float(d["value"]),
-            ts=float(d["ts"]),
-        )
+            id=str(d["id"]), user_id=str(d["user_id"]), item_id=str(d["item_id"]), event=str(d["event"]), value=float(d["value"]),
+            ts=float(d["ts"]), partition=None if p is None else int(p), offset=None if o is None else int(o),
+        )  # fmt: skip
 
 
 def _reason(where: str, kind: str) -> str:
@@ -119,13 +118,9 @@ def parse_engagement(
         ahead = ts - timestamp_s
         raise SchemaError(f"ts {rec.ts.isoformat()} is {ahead:.0f}s ahead of the record (limit {max_future_s:.0f}s)", reason="future_ts")
     return Engagement(
-        id=rec.event_id or source_id(topic, partition, offset),
-        user_id=rec.user_id,
-        item_id=rec.item_id,
-        event=rec.event,
-        value=rec.value,
-        ts=ts,
-    )
+        id=rec.event_id or source_id(topic, partition, offset), user_id=rec.user_id, item_id=rec.item_id, event=rec.event,
+        value=rec.value, ts=ts, partition=partition, offset=offset,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,18 @@ class _Base:
         for t in topics:
             self.records_out.labels(t).inc()
 
+    def on_stats(self, stats_json: str) -> None:
+        """librdkafka's statistics callback: per-partition consumer lag of what this consumer holds."""
+        try:
+            stats = json.loads(stats_json)
+        except ValueError:
+            return
+        for topic, t in stats.get("topics", {}).items():
+            for part, p in t.get("partitions", {}).items():
+                lag = p.get("consumer_lag", -1)
+                if part != "-1" and p.get("fetch_state") not in (None, "none") and lag >= 0:
+                    self.lag.labels(topic, part).set(lag)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -74,18 +86,6 @@ class WorkerMetrics(_Base):
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
 
-    def on_stats(self, stats_json: str) -> None:
-        """librdkafka's statistics callback: per-partition consumer lag of what this consumer holds."""
-        try:
-            stats = json.loads(stats_json)
-        except ValueError:
-            return
-        for topic, t in stats.get("topics", {}).items():
-            for part, p in t.get("partitions", {}).items():
-                lag = p.get("consumer_lag", -1)
-                if part != "-1" and p.get("fetch_state") not in (None, "none") and lag >= 0:
-                    self.lag.labels(topic, part).set(lag)
-
 
 class ProfileMetrics(_Base):
     """The profiles app's series (served on its web port)."""
@@ -94,6 +94,9 @@ class ProfileMetrics(_Base):
         super().__init__()
         r = self.registry
         self.unmatched = Counter("mmfeat_unmatched", "Engagements given up on (never joined), per reason", ["reason"], registry=r)
+        self.duplicates = Counter(
+            "mmfeat_profile_duplicates", "Engagements not applied again: redelivered (by source offset) or a repeated event id", registry=r
+        )
         self.freshness = Histogram(
             "mmfeat_engagement_to_profile_seconds", "From the engagement's ts (event time) to the profile update it caused being sent",
             buckets=LATENCY_BUCKETS, registry=r,

@@ -149,6 +149,9 @@ class UserProfileV1(_Record):
     updated_at: datetime
     # "captioner=<version> <tokenizer>=<version>" of the item features applied -> engagements (the most used 8)
     feature_lineage: dict[str, int] = Field(default_factory=dict)
+    # per engagements partition, the next offset not yet admitted: the profile reflects the log up to there
+    # (engagements still waiting for their item's features aside)
+    source_offsets: dict[str, int] = Field(default_factory=dict)
 
 
 class UnmatchedEngagementV1(_Record):

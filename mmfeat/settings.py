@@ -169,7 +169,13 @@ class Profiles(_Section):
     half_life_s: float = Field(default=7 * 86400.0, gt=0, description="time decay on event time")
     profile_top_k: int = Field(default=32, ge=1)
     profile_max_tokens: int = Field(default=4096, ge=1, description="state cap per user and event type")
-    dedupe_horizon_s: float = Field(default=30 * 86400.0, gt=0, description="event time an applied engagement id is remembered")
+    profile_recent_ids: int = Field(default=32, ge=0, le=4096, description="producer-given event ids remembered per user")
+    profile_emit_interval_s: float = Field(
+        default=0.5, ge=0, description="a user's profile is published at most this often (0: every change)"
+    )
+    profiles_batch_max: int = Field(default=1000, ge=1, le=100_000, description="engagements taken per micro-batch")
+    profiles_batch_window_s: float = Field(default=0.05, gt=0, description="how long a micro-batch waits to fill")
+    profiles_standby_replicas: int = Field(default=0, ge=0, description="Faust standby replicas of the tables on other workers")
     pending_max_per_item: int = Field(default=256, ge=1, description="engagements waiting for one item's features")
     pending_ttl_s: float = Field(default=600.0, gt=0, description="how long an engagement waits for its item's features")
     pending_tick_s: float = Field(default=5.0, gt=0, description="how often waiting engagements are checked for expiry")
@@ -292,8 +298,17 @@ def _from_env(name: str, raw: str) -> Any:
     return raw
 
 
+# Variables that no longer exist: refused with what replaced them, never ignored silently.
+RENAMED = {
+    "MMFEAT_DEDUPE_HORIZON_S": "redeliveries are recognized by source offsets now; MMFEAT_PROFILE_RECENT_IDS bounds the event-id window",
+}
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the process's settings: env vars, then explicit overrides (CLI flags), validated."""
+    gone = sorted(k for k in os.environ if k in RENAMED)
+    if gone:
+        raise ConfigError(f"{gone[0]} is no longer a setting: {RENAMED[gone[0]]} (docs/configuration.md)")
     known = {ENV_PREFIX + name.upper(): name for name in FIELDS}
     unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
     if unknown:

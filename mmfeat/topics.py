@@ -12,7 +12,7 @@ from __future__ import annotations
 from mmfeat.kafka.client import TopicSpec, ensure_topics
 from mmfeat.settings import Settings
 
-TABLES = ("items", "pending", "pending-index", "profiles")  # the profiles app's tables, each changelogged
+TABLES = ("items", "profiles", "index")  # the profiles app's tables, each changelogged (streams/stage.py)
 
 
 def upload_topics(settings: Settings, partitions: int = 4) -> list[TopicSpec]:
@@ -37,9 +37,9 @@ def profile_topics(settings: Settings, partitions: int = 4) -> list[TopicSpec]:
 
 
 def internal_topics(settings: Settings) -> dict[str, str]:
-    """The profiles app's own topic names: the two repartitions, the leader topic, one changelog per table."""
+    """The profiles app's own topic names: the repartition by user, the leader topic, one changelog per table."""
     app_id = settings.profiles.profiles_app_id
-    names = {"by_item": f"{app_id}-by-item", "by_user": f"{app_id}-by-user", "leader": f"{app_id}-__assignor-__leader"}
+    names = {"by_user": f"{app_id}-by-user", "leader": f"{app_id}-__assignor-__leader"}
     names.update({t: f"{app_id}-{t}-changelog" for t in TABLES})
     return names
 
@@ -50,7 +50,6 @@ def app_topics(settings: Settings) -> list[TopicSpec]:
     names = internal_topics(settings)
     return [
         *profile_topics(settings, p),
-        TopicSpec(names["by_item"], p),
         TopicSpec(names["by_user"], p),
         TopicSpec(names["leader"], 1),  # Faust's leader election topic
         *(TopicSpec(names[t], p, compacted=True) for t in TABLES),

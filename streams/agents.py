@@ -1,9 +1,15 @@
-"""The profiles app's agents, one builder each (faust's own examples' shape), over a shared ``Stage``.
+"""The profiles app's agents, one builder each (faust's own examples' shape), over a shared ``Wiring``.
 
-Every agent reads raw bytes and handles each record inside one boundary (``Stage.guard``): any exception
-about that record becomes its DLQ record on ``engagements.dlq`` (``internal_error`` with the exception class
-when nothing more specific applies) and the agent moves on; only infrastructure errors (``InfraError``)
-leave it. A record's outputs are computed before any of them is sent.
+    engagements ──streams/ingest.py──► <app>-by-user ◄──ingest_features── media.item-features.v1
+                   (validate, micro-batch,     │          (the profile tokenizer's ids, broadcast
+                    one message per user       │           to every partition)
+                    partition; not Faust)      ▼
+                                        update_profiles: ProfileStage (streams/stage.py) per partition
+                                        ──► user.profiles.v1 (coalesced), engagements.unmatched, engagements.dlq
+
+Every record is handled inside one boundary (``Wiring.guard``): any exception about that record becomes its DLQ
+record (``internal_error`` with the exception class when nothing more specific applies) and the agent moves on;
+an infrastructure error (``InfraError``) stops the app with one line instead, for its supervisor to restart.
 """
 
 from __future__ import annotations
@@ -12,23 +18,21 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
 
 from mmfeat.dlq import dead_letter
-from mmfeat.engagements import Engagement, EngagementRules
-from mmfeat.errors import RecordError, RecordRef, SchemaError, as_record_error
+from mmfeat.engagements import EngagementRules
+from mmfeat.errors import InfraError, RecordError, RecordRef, SchemaError, as_record_error
 from mmfeat.features import item_features
 from mmfeat.metrics import ProfileMetrics
-from mmfeat.profile import ProfileConfig, ProfileState, apply_engagement, profile_record
-from mmfeat.schemas import H_REASON, UnmatchedEngagementV1, encode_record, now_utc, peek_item_id
+from mmfeat.schemas import H_REASON, encode_record, peek_item_id
 from mmfeat.settings import Settings
 from mmfeat.untrusted import clean
-from streams.join import ItemJoin, JoinResult, LoadGate
-from streams.pending import Entry
-from streams.records import ByUserMsg, DeletedMsg, EngagementData, EngagementMsg, FeaturesMsg, TickMsg, encode, read_by_item, read_by_user
+from streams.records import EngagementsMsg, FeaturesMsg, TickMsg, encode, read_by_user
+from streams.stage import Outputs, ProfileStage
+from streams.state import ItemTokens
 
 log = logging.getLogger("mmfeat.profiles")
 
@@ -40,21 +44,19 @@ class Topics:
     profiles: Any
     dlq: Any
     unmatched: Any
-    by_item: Any
     by_user: Any
 
 
 @dataclass
-class Stage:
-    """What every agent shares: settings, the pure rules, topics, tables, metrics."""
+class Wiring:
+    """What every agent shares: settings, the pure rules and stage, topics, metrics, the features-first gate."""
 
+    app: faust.App
     s: Settings
-    cfg: ProfileConfig
     rules: EngagementRules
+    stage: ProfileStage
     topics: Topics
-    profiles: Any  # the profiles table
-    join: ItemJoin
-    gate: LoadGate
+    profiles: Any  # the profiles table (its name routes lookups)
     metrics: ProfileMetrics
 
     async def to_dlq(self, ref: RecordRef, err: RecordError, key: bytes | None, value: bytes | None) -> None:
@@ -63,123 +65,110 @@ class Stage:
         self.metrics.dlq.labels(letter.reason).inc()
         self.metrics.records_out.labels(self.s.topics.engagements_dlq_topic).inc()
 
-    async def guard(self, event: Any, step: Callable[[Any], Awaitable[None]]) -> None:
-        """Run one record's step; any failure about the record becomes its DLQ record."""
-        msg = event.message
+    async def guard(self, msg: Any, step: Callable[[], Awaitable[None]]) -> bool:
+        """Run one record's step; a failure about the record becomes its DLQ record. Returns whether it succeeded."""
         try:
-            await step(msg)
-        except Exception as e:  # the boundary: as_record_error re-raises InfraError
+            await step()
+            return True
+        except InfraError as e:  # not this record's fault: stop, with one line, and let the supervisor restart us
+            log.error("profiles app stopping: %s", clean(e, 500))
+            await self.app.crash(e)
+            raise
+        except Exception as e:  # the boundary
             ref = RecordRef(msg.topic, msg.partition, msg.offset, peek_item_id(msg.value))
             await self.to_dlq(ref, as_record_error(e), msg.key, msg.value)
+            return False
 
-    async def release(self, result: JoinResult) -> None:
-        """Send what a join step released: ready engagements to the profile stage, given-up ones to unmatched."""
-        ready = [(e.user_id.encode(), encode(ByUserMsg(e=EngagementData.of(e), tokens=t, lineage=self.join.lineage(e.item_id))))
-                 for e, t in result.ready]  # fmt: skip
-        gone = [(reason, unmatched_record(reason, entry)) for reason, entry in result.unmatched]
-        for key, value in ready:
-            await self.topics.by_user.send(key=key, value=value)
-        for reason, rec in gone:
-            log.warning("unmatched %s user=%s item=%s: %s", clean(rec.engagement_id), rec.user_id, rec.item_id, reason)
-            headers = [(H_REASON, reason.encode())]
-            await self.topics.unmatched.send(key=rec.user_id.encode(), value=encode_record(rec), headers=headers)
-            self.metrics.unmatched.labels(reason).inc()
-            self.metrics.records_out.labels(self.s.topics.unmatched_topic).inc()
-
-
-def unmatched_record(reason: str, entry: Entry) -> UnmatchedEngagementV1:
-    e = Engagement.from_dict(entry["e"])
-    return UnmatchedEngagementV1(
-        reason=reason,  # type: ignore[arg-type]  # one of the two literals, from streams.join
-        engagement_id=e.id, user_id=e.user_id, item_id=e.item_id, event=e.event, value=e.value,
-        ts=datetime.fromtimestamp(e.ts, UTC), queued_at=datetime.fromtimestamp(entry["queued_at"], UTC), dropped_at=now_utc(),
-    )  # fmt: skip
+    async def send(self, out: Outputs, source: RecordRef) -> None:
+        """What a stage step produced: profile records, unmatched engagements, one engagement's DLQ records."""
+        s, m = self.s, self.metrics
+        now = time.time()
+        for rec in out.profiles:
+            await self.topics.profiles.send(key=rec.user_id.encode(), value=encode_record(rec))
+            if rec.as_of is not None:
+                m.freshness.observe(max(0.0, now - rec.as_of.timestamp()))
+        m.records_out.labels(s.topics.profiles_topic).inc(len(out.profiles))
+        for u in out.unmatched:
+            log.warning("unmatched %s user=%s item=%s: %s", clean(u.engagement_id), u.user_id, u.item_id, u.reason)
+            await self.topics.unmatched.send(key=u.user_id.encode(), value=encode_record(u), headers=[(H_REASON, u.reason.encode())])
+            m.unmatched.labels(u.reason).inc()
+            m.records_out.labels(s.topics.unmatched_topic).inc()
+        for e, err in out.failed:
+            raw = encode(EngagementsMsg.of([e]))
+            await self.to_dlq(RecordRef(source.topic, source.partition, source.offset, e.item_id), err, e.user_id.encode(), raw)
+        m.duplicates.inc(out.skipped)
 
 
-def ingest_engagements(app: faust.App, st: Stage) -> None:
-    """Validate engagements, route bad ones to the DLQ, re-key the good ones by item."""
+def ingest_features(w: Wiring) -> None:
+    """The profile tokenizer's ids of each feature record, broadcast to every user partition. Every record is acked,
+    whatever became of it, so the group's committed offsets (the features-first gate, streams/ingest.py) pass a
+    DLQ'd record at a partition's end too."""
+    p = w.s.profiles
 
-    async def step(msg: Any) -> None:
-        e = st.rules.parse(msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset, timestamp_s=msg.timestamp)
-        await st.topics.by_item.send(key=e.item_id.encode(), value=encode(EngagementMsg(e=EngagementData.of(e))))
-
-    @app.agent(st.topics.engagements, name="ingest_engagements")
+    @w.app.agent(w.topics.features, name="ingest_features")
     async def agent(stream: Any) -> None:
-        async for event in stream.events():
-            st.metrics.records_in.labels(event.message.topic).inc()
-            await st.guard(event, step)
+        async for events in stream.take_events(p.profiles_batch_max, within=p.profiles_batch_window_s):
+            items: list[tuple[str, list[int] | None, str | None]] = []
+            w.metrics.records_in.labels(w.s.topics.features_topic).inc(len(events))
+            for event in events:
+                msg = event.message
+
+                async def read(msg: Any = msg, items: list[tuple[str, list[int] | None, str | None]] = items) -> None:
+                    item_id = (msg.key or b"").decode("utf-8", "replace")
+                    if not item_id:
+                        raise SchemaError("feature record without a key (item_id)")
+                    if msg.value is None:
+                        items.append((item_id, None, None))
+                        return
+                    tokens, lineage = item_features(msg.value, w.s.profiles.profile_tokenizer)
+                    items.append((item_id, tokens, lineage))
+
+                await w.guard(msg, read)
+            if items:
+                value = encode(FeaturesMsg(items=items))
+                for q in range(p.profiles_partitions):
+                    await w.topics.by_user.send(key=None, value=value, partition=q)
 
 
-def ingest_features(app: faust.App, st: Stage) -> None:
-    """Keep only the profile tokenizer's ids of each feature record, re-keyed by item. Every record counts as
-    read for the features-first gate, whatever became of it (a DLQ'd record at a partition's end must not
-    keep the gate shut)."""
+def update_profiles(w: Wiring) -> None:
+    """Each message of a user partition through the profile stage (mmfeat.profile's rule, as the offline path)."""
 
-    async def step(msg: Any) -> None:
-        item_id = (msg.key or b"").decode("utf-8", "replace")
-        if not item_id:
-            raise SchemaError("feature record without a key (item_id)")
-        if msg.value is None:
-            await st.topics.by_item.send(key=msg.key, value=encode(DeletedMsg(item_id=item_id)))
-            return
-        tokens, lineage = item_features(msg.value, st.s.profiles.profile_tokenizer)
-        await st.topics.by_item.send(key=msg.key, value=encode(FeaturesMsg(item_id=item_id, tokens=tokens, lineage=lineage)))
+    held: frozenset[Any] = frozenset()
 
-    @app.agent(st.topics.features, name="ingest_features")
+    @w.app.agent(w.topics.by_user, name="update_profiles")
     async def agent(stream: Any) -> None:
+        nonlocal held
         async for event in stream.events():
             msg = event.message
-            st.metrics.records_in.labels(msg.topic).inc()
-            try:
-                await st.guard(event, step)
-            finally:
-                st.gate.processed(msg.partition, msg.offset)
+            now_held = frozenset(w.app.consumer.assignment())
+            if now_held != held:  # a rebalance: what this process cached of the tables may be someone else's now
+                w.stage.forget()
+                held = now_held
+
+            async def step(msg: Any = msg) -> None:
+                m = read_by_user(msg.value)
+                if isinstance(m, EngagementsMsg):
+                    out = w.stage.on_engagements(msg.partition, m.engagements())
+                elif isinstance(m, FeaturesMsg):
+                    out = w.stage.on_features(msg.partition, m.updates())
+                else:
+                    out = w.stage.on_tick(msg.partition)
+                await w.send(out, RecordRef(msg.topic, msg.partition, msg.offset))
+
+            await w.guard(msg, step)
 
 
-def join_items(app: faust.App, st: Stage) -> None:
-    """The engagement x item-features join (streams/join.py), in the partition that owns the item."""
+def send_ticks(w: Wiring) -> None:
+    """One tick per user partition, often enough for the emit interval and the waiting TTL: both run inside the
+    partition that owns the state, as Faust's changelogs need."""
+    p = w.s.profiles
+    interval = min(p.pending_tick_s, p.profile_emit_interval_s / 2) if p.profile_emit_interval_s > 0 else p.pending_tick_s
 
-    async def step(msg: Any) -> None:
-        m, part, now = read_by_item(msg.value), msg.partition, time.time()
-        if isinstance(m, EngagementMsg):
-            await st.release(st.join.on_engagement(m.e.engagement(), part, now))
-        elif isinstance(m, FeaturesMsg):
-            await st.release(st.join.on_features(m.item_id, list(m.tokens), part, now, m.lineage))
-        elif isinstance(m, DeletedMsg):
-            st.join.on_item_deleted(m.item_id)
-        elif isinstance(m, TickMsg):
-            await st.release(st.join.on_tick(part, now))
-
-    @app.agent(st.topics.by_item, name="join_items")
-    async def agent(stream: Any) -> None:
-        async for event in stream.events():
-            await st.guard(event, step)
+    @w.app.timer(interval=max(0.05, interval))
+    async def ticks() -> None:
+        for q in range(p.profiles_partitions):
+            await w.topics.by_user.send(key=None, value=encode(TickMsg()), partition=q)
 
 
-def update_profiles(app: faust.App, st: Stage) -> None:
-    """Apply each joined engagement to its user's profile (mmfeat.profile, the offline path's rule) and publish it."""
-
-    async def step(msg: Any) -> None:
-        m = read_by_user(msg.value)
-        e = m.e.engagement()
-        got = st.profiles.get(e.user_id)
-        state, changed = apply_engagement(ProfileState.from_dict(got) if got else None, e, m.tokens, st.cfg, m.lineage)
-        rec = encode_record(
-            profile_record(state, st.cfg, tokenizer=st.s.profiles.profile_tokenizer, features_topic=st.s.topics.features_topic)
-        )
-        # Written back even when nothing changed (a redelivered engagement): the local store may hold an
-        # update whose changelog record died with the previous process; writing again re-sends it.
-        st.profiles[e.user_id] = state.to_dict()
-        await st.topics.profiles.send(key=e.user_id.encode(), value=rec)
-        st.metrics.records_out.labels(st.s.topics.profiles_topic).inc()
-        st.metrics.freshness.observe(max(0.0, time.time() - e.ts))
-        if not changed:
-            log.info("engagement %s already applied to user %s: not counted again", clean(e.id), e.user_id)
-
-    @app.agent(st.topics.by_user, name="update_profiles")
-    async def agent(stream: Any) -> None:
-        async for event in stream.events():
-            await st.guard(event, step)
-
-
-AGENTS = (ingest_engagements, ingest_features, join_items, update_profiles)
+AGENTS = (ingest_features, update_profiles, send_ticks)
+__all__ = ["AGENTS", "ItemTokens", "Topics", "Wiring"]

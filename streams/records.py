@@ -1,88 +1,98 @@
-"""The typed messages the profiles app's agents exchange on its internal topics (``<app>-by-item``,
-``<app>-by-user``). Internal topics are read as raw bytes and validated like any input: a record on
-them that is not one of these reaches the DLQ, like a bad engagement."""
+"""The typed messages on the profiles app's internal topic ``<app>-by-user``, one partition per user partition.
+
+Every record carries a batch: the ingesting agent sends, per micro-batch of engagements, one message per user
+partition; the features agent broadcasts each batch of item features to every partition; a timer sends ticks.
+The topic is read as raw bytes and validated like any input: a record on it that is not one of these
+reaches the DLQ, like a bad engagement.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from aiokafka.partitioner import murmur2
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from mmfeat.engagements import Engagement
 from mmfeat.errors import SchemaError
-from mmfeat.schemas import ITEM_ID_PATTERN, TokenIds, encode_record, first_error, validate_json
+from mmfeat.schemas import ITEM_ID_PATTERN, TokenIds, encode_record, first_error
 from mmfeat.untrusted import clean
+from streams.state import ItemTokens
+
+Id = Annotated[str, Field(pattern=ITEM_ID_PATTERN)]
+EngagementId = Annotated[str, Field(min_length=1, max_length=300)]
+Event = Annotated[str, Field(min_length=1, max_length=64)]
+# id, user, item, event, value, ts, source partition, source offset: an array, not an object, to keep a batch small
+Entry = tuple[EngagementId, Id, Id, Event, Annotated[float, Field(ge=0)], float, Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
 
 
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
-class EngagementData(_Msg):
-    """A validated engagement (mmfeat.engagements.Engagement) as it travels between agents."""
-
-    id: str = Field(min_length=1, max_length=300)
-    user_id: str = Field(pattern=ITEM_ID_PATTERN)
-    item_id: str = Field(pattern=ITEM_ID_PATTERN)
-    event: str = Field(min_length=1, max_length=64)
-    value: float = Field(ge=0)
-    ts: float
+class EngagementsMsg(_Msg):
+    kind: Literal["engagements"] = "engagements"
+    entries: list[Entry]
 
     @classmethod
-    def of(cls, e: Engagement) -> EngagementData:
-        return cls(id=e.id, user_id=e.user_id, item_id=e.item_id, event=e.event, value=e.value, ts=e.ts)
+    def of(cls, engagements: list[Engagement]) -> EngagementsMsg:
+        return cls(entries=[entry(e) for e in engagements])
 
-    def engagement(self) -> Engagement:
-        return Engagement(id=self.id, user_id=self.user_id, item_id=self.item_id, event=self.event, value=self.value, ts=self.ts)
-
-
-class EngagementMsg(_Msg):
-    kind: Literal["engagement"] = "engagement"
-    e: EngagementData
+    def engagements(self) -> list[Engagement]:
+        return [
+            Engagement(id=i, user_id=u, item_id=it, event=ev, value=v, ts=ts, partition=p, offset=o)
+            for i, u, it, ev, v, ts, p, o in self.entries
+        ]
 
 
 class FeaturesMsg(_Msg):
+    """Item features as the profiles read them: the profile tokenizer's ids and the lineage; no ids: a tombstone."""
+
     kind: Literal["features"] = "features"
-    item_id: str = Field(min_length=1, max_length=300)
-    tokens: TokenIds
-    lineage: str | None = None
+    items: list[tuple[Annotated[str, Field(min_length=1, max_length=300)], TokenIds | None, str | None]]
 
-
-class DeletedMsg(_Msg):
-    kind: Literal["deleted"] = "deleted"
-    item_id: str = Field(min_length=1, max_length=300)
+    def updates(self) -> list[tuple[str, ItemTokens | None]]:
+        return [(item, None if tokens is None else ItemTokens(list(tokens), lineage)) for item, tokens, lineage in self.items]
 
 
 class TickMsg(_Msg):
     kind: Literal["tick"] = "tick"
 
 
-ByItem = Annotated[EngagementMsg | FeaturesMsg | DeletedMsg | TickMsg, Field(discriminator="kind")]
-_BY_ITEM: TypeAdapter[EngagementMsg | FeaturesMsg | DeletedMsg | TickMsg] = TypeAdapter(ByItem)
+ByUser = Annotated[EngagementsMsg | FeaturesMsg | TickMsg, Field(discriminator="kind")]
+_BY_USER: TypeAdapter[EngagementsMsg | FeaturesMsg | TickMsg] = TypeAdapter(ByUser)
 
 
-class ByUserMsg(_Msg):
-    """An engagement joined with its item's tokens, on its way to the user's profile."""
-
-    e: EngagementData
-    tokens: TokenIds
-    lineage: str | None = None
+def entry(e: Engagement) -> Entry:
+    assert e.partition is not None and e.offset is not None, "engagements on by-user carry their source coordinates"
+    return (e.id, e.user_id, e.item_id, e.event, e.value, e.ts, e.partition, e.offset)
 
 
 def encode(msg: _Msg) -> bytes:
     return encode_record(msg)
 
 
-def read_by_item(raw: bytes | None) -> EngagementMsg | FeaturesMsg | DeletedMsg | TickMsg:
-    if raw is None:
-        raise SchemaError("empty value on the by-item topic")
-    try:
-        return _BY_ITEM.validate_json(raw)
-    except ValidationError as e:
-        raise SchemaError(f"not a by-item message: {clean(first_error(e), 300)}") from e
-
-
-def read_by_user(raw: bytes | None) -> ByUserMsg:
+def read_by_user(raw: bytes | None) -> EngagementsMsg | FeaturesMsg | TickMsg:
     if raw is None:
         raise SchemaError("empty value on the by-user topic")
-    return validate_json(ByUserMsg, raw)
+    try:
+        return _BY_USER.validate_json(raw)
+    except ValidationError as e:
+        raise SchemaError(f"not a by-user message: {clean(first_error(e), 300)}") from e
+
+
+class UserPartitions:
+    """user id -> its partition of by-user, as Faust's table routing computes it (murmur2 of the key bytes, as
+    the Java client's default partitioner), so a lookup sent to any worker finds the owner. Memoized."""
+
+    def __init__(self, partitions: int, memo: int = 200_000) -> None:
+        self.partitions, self.memo = partitions, memo
+        self._of: dict[str, int] = {}
+
+    def __call__(self, user_id: str) -> int:
+        got = self._of.get(user_id)
+        if got is None:
+            if len(self._of) >= self.memo:
+                self._of.clear()
+            got = self._of[user_id] = (murmur2(user_id.encode()) & 0x7FFFFFFF) % self.partitions
+        return got

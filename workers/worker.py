@@ -18,9 +18,9 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from mmfeat.errors import CaptionerUnavailable, KafkaAuthError, KafkaIOError, RecordError, RecordRef
+from mmfeat.errors import CaptionerUnavailable, KafkaIOError, RecordError, RecordRef
 from mmfeat.features import FeatureBuilder
-from mmfeat.kafka.client import DeliveryTracker, coords
+from mmfeat.kafka.client import DeliveryTracker, OutRecord, coords
 from mmfeat.kafka.consumer import BatchConsumer
 from mmfeat.media import Limits, kind_of
 from mmfeat.metrics import WorkerMetrics
@@ -136,36 +136,23 @@ class CaptionWorker:
         stopped while Triton was down.
         """
         todo = batch if todo is None else todo
-        give_up = self.bc.begin(batch)
-        if len(batch) > 1 and self.bc.batch_limit(len(batch)) == 1:
-            self.bc.rewind(batch)
+        outcomes: list[Outcome] = []
+
+        def records(give_up: set[tuple[str, int, int]]) -> list[OutRecord] | None:
+            while True:
+                try:
+                    outcomes.extend(self.outcomes(todo, give_up))
+                    return [o.record for o in outcomes]
+                except CaptionerUnavailable:
+                    self._wait_for_captioner()
+                    if self._stop:
+                        return None
+
+        if self.bc.deliver(batch, records, self.tracker, self.s.kafka.delivery_timeout_s) is None:
             return None
-        while True:
-            try:
-                out = self.outcomes(todo, give_up)
-                break
-            except CaptionerUnavailable:
-                self._wait_for_captioner()
-                if self._stop:
-                    return None
-        try:
-            self.tracker.produce_all([o.record for o in out], self.s.kafka.delivery_timeout_s)
-        except KafkaAuthError:
-            raise
-        except KafkaIOError as e:
-            log.error("outputs of %d record(s) not delivered (%s): will retry them", len(batch), e)
-            self.bc.rewind(batch)
-            time.sleep(1.0)
-            return None
-        self.stats.count(out)
-        self._observe(batch, out)
-        try:
-            self.bc.commit(batch)
-        except KafkaAuthError:
-            raise
-        except KafkaIOError as e:  # e.g. a rebalance: the records are redelivered, outputs rewrite the same values
-            log.warning("%s", e)
-        return out
+        self.stats.count(outcomes)
+        self._observe(batch, outcomes)
+        return outcomes
 
     def _observe_call(self, seconds: float, images: int) -> None:
         self.metrics.triton_seconds.observe(seconds)

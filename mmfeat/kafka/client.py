@@ -122,6 +122,7 @@ class OutRecord:
     value: bytes
     headers: Headers = field(default_factory=list)
     event_time_s: float | None = None  # when what it reports on happened (freshness metrics); not sent
+    partition: int | None = None  # None: the producer's partitioner, by key
 
 
 class DeliveryTracker:
@@ -155,7 +156,12 @@ class DeliveryTracker:
             while True:
                 try:
                     key = rec.key.encode() if isinstance(rec.key, str) else rec.key
-                    self._producer.produce(rec.topic, key=key, value=rec.value, headers=rec.headers, on_delivery=self._on_delivery)
+                    if rec.partition is None:
+                        self._producer.produce(rec.topic, key=key, value=rec.value, headers=rec.headers, on_delivery=self._on_delivery)
+                    else:
+                        self._producer.produce(
+                            rec.topic, key=key, value=rec.value, headers=rec.headers, on_delivery=self._on_delivery, partition=rec.partition
+                        )
                     break
                 except BufferError:
                     self._producer.poll(0.1)  # local queue full: serve callbacks, then retry
@@ -221,14 +227,19 @@ def committed_offsets(settings: Settings, group_id: str, topic: str, partitions:
         c.close()
 
 
-def topic_size(settings: Settings, topic: str) -> int:
-    """Records written to ``topic`` so far (the sum of its partitions' high watermarks)."""
+def partition_ends(settings: Settings, topic: str) -> dict[int, int]:
+    """Each partition's high watermark (the offset the next record will get)."""
     c = make_consumer(settings, "mmfeat-probe")
     try:
         meta = c.list_topics(topic, timeout=10).topics[topic]
-        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions)
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
     finally:
         c.close()
+
+
+def topic_size(settings: Settings, topic: str) -> int:
+    """Records written to ``topic`` so far (the sum of its partitions' high watermarks)."""
+    return sum(partition_ends(settings, topic).values())
 
 
 def topic_partitions(settings: Settings, topic: str) -> int:

@@ -16,19 +16,21 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from mmfeat.errors import KafkaIOError
-from mmfeat.kafka.client import commit_offsets, coords, make_consumer, raise_on_error
+from mmfeat.errors import KafkaAuthError, KafkaIOError
+from mmfeat.kafka.client import DeliveryTracker, OutRecord, commit_offsets, coords, make_consumer, raise_on_error
 from mmfeat.kafka.config import ClientErrors
 from mmfeat.settings import Settings
 
 log = logging.getLogger("mmfeat.kafka")
 
+Coords = tuple[str, int, int]  # topic, partition, offset
 Metadata = Callable[[str, int], dict[str, Any]]  # extra commit metadata per (topic, partition): a backfill's plan
 
 
@@ -167,6 +169,39 @@ class BatchConsumer:
             old = self.heads.get(key)
             left = max(0, (old.isolate_left if old else 0) - sum(1 for m in batch if coords(m)[:2] == key))
             self.heads[key] = Head(o + 1, 0, isolate_left=left)
+
+    # ---- one batch, end to end ----------------------------------------------------------------
+
+    def deliver(
+        self, batch: Sequence[Message], outputs: Callable[[set[Coords]], Sequence[OutRecord] | None], tracker: DeliveryTracker,
+        timeout_s: float,
+    ) -> Sequence[OutRecord] | None:  # fmt: skip
+        """A batch to completion: its outputs (``outputs(give_up)``; None: stopped) produced and acknowledged, then
+        the offsets committed. Returns the outputs, or None when they were not delivered and the batch was rewound
+        (it comes again; also right after a crash, to take it one record at a time)."""
+        give_up = self.begin(batch)
+        if len(batch) > 1 and self.batch_limit(len(batch)) == 1:
+            self.rewind(batch)
+            return None
+        out = outputs(give_up)
+        if out is None:
+            return None
+        try:
+            tracker.produce_all(out, timeout_s)
+        except KafkaAuthError:
+            raise
+        except KafkaIOError as e:
+            log.error("outputs of %d record(s) not delivered (%s): will retry them", len(batch), e)
+            self.rewind(batch)
+            time.sleep(1.0)
+            return None
+        try:
+            self.commit(batch)
+        except KafkaAuthError:
+            raise
+        except KafkaIOError as e:  # e.g. a rebalance: the records are redelivered, outputs rewrite the same values
+            log.warning("%s", e)
+        return out
 
     # ---- pause, rewind, close -----------------------------------------------------------------
 

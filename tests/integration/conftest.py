@@ -187,6 +187,7 @@ def ps(settings: Settings, tmp_path: Path) -> Settings:
             "profiles_partitions": 2,
             "half_life_s": 3600.0,
             "metrics_interval_s": 0.5,
+            "profile_emit_interval_s": 0.0,  # a profile record per engagement: the tests count and match them
         }
     )
     ensure_topics(s, app_topics(s))

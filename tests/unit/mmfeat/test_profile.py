@@ -81,10 +81,30 @@ def test_top_k_cuts_the_features_heaviest_first_ties_by_id() -> None:
     assert len(s.weights["like"]) == 4  # the state keeps every token; only the published feature is cut
 
 
-def test_seen_ids_are_forgotten_behind_the_dedupe_horizon() -> None:
-    cfg = ProfileConfig(event_weights={"like": 1.0}, half_life_s=HL, dedupe_horizon_s=50.0)
-    s = fold([(eng(1, 0.0), [1]), (eng(2, 40.0), [1]), (eng(3, 100.0), [1])], cfg)
-    assert set(s.seen) == {"e3"}  # e1 (100 s behind) and e2 (60 s behind) are past the 50 s horizon
+def test_redeliveries_are_known_by_source_offset_whatever_the_history() -> None:
+    # 10,000 engagements without producer ids: the state remembers one offset per source partition, not 10,000 ids
+    events = [(Engagement(id=f"engagements[{i % 2}]@{i}", user_id="u", item_id="a", event="like", value=1.0, ts=float(i),
+                          partition=i % 2, offset=i), [1]) for i in range(10_000)]  # fmt: skip
+    s = fold(events)
+    assert s.offsets == {0: 9999, 1: 10_000} and s.recent == () and s.applied == 10_000
+    for e, toks in (events[0], events[5000], events[9999]):  # redelivered: anything below its partition's next offset
+        again, changed = apply_engagement(s, e, toks, CFG)
+        assert not changed and again.applied == 10_000
+
+
+def test_producer_event_ids_are_remembered_in_a_bounded_window() -> None:
+    cfg = ProfileConfig(event_weights={"like": 1.0}, half_life_s=HL, recent_ids=3)
+    s = fold([(eng(i, float(i)), [1]) for i in range(5)], cfg)
+    assert s.recent == ("e2", "e3", "e4")
+    assert not apply_engagement(s, eng(4, 4.0), [1], cfg)[1]  # a duplicate inside the window is caught
+    assert apply_engagement(s, eng(0, 0.0), [1], cfg)[1]  # one further back is not: the documented limit
+
+
+def test_the_stored_scale_moves_without_changing_the_weights() -> None:
+    # 100 half-lives apart: the stored weights are rescaled once instead of growing past float range
+    s = fold([(eng(1, 0.0), [1]), (eng(2, 100 * HL), [2]), (eng(3, 100 * HL), [1])])
+    assert s.base_ts == 100 * HL
+    assert s.weights["like"] == pytest.approx({1: 1.0 + 2.0**-100, 2: 1.0}, rel=1e-12)
 
 
 def test_max_tokens_bounds_the_state() -> None:

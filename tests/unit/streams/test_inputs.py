@@ -17,7 +17,7 @@ from mmfeat.errors import SchemaError
 from mmfeat.features import item_features
 from mmfeat.profile import ProfileConfig, apply_engagement, profile_record
 from mmfeat.schemas import UserProfileV1, encode_record
-from streams.records import ByUserMsg, EngagementData, encode, read_by_item, read_by_user
+from streams.records import EngagementsMsg, FeaturesMsg, encode, read_by_user
 
 RULES = EngagementRules(DEFAULT_EVENT_WEIGHTS, DEFAULT_MAX_VALUES, 300.0)
 CFG = ProfileConfig(event_weights=DEFAULT_EVENT_WEIGHTS)
@@ -92,13 +92,17 @@ def test_feature_records_give_valid_token_ids_or_are_refused(raw: bytes | None) 
     assert lineage is None or isinstance(lineage, str)
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.one_of(st.binary(max_size=200), mutated({"e": {"id": "x", "user_id": "u", "item_id": "i", "event": "like", "value": 1.0,
-                                                          "ts": 1.0}, "tokens": [1, 2], "lineage": None})))  # fmt: skip
+GOOD_BATCH = {"kind": "engagements", "entries": [["e1", "u1", "it-1", "like", 1.0, 5.0, 0, 7]]}
+GOOD_FEATURES = {"kind": "features", "items": [["it-1", [3, 4], "captioner=c word=w"], ["it-2", None, None]]}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200), mutated(GOOD_BATCH), mutated(GOOD_FEATURES), mutated({"kind": "tick"})))
 def test_internal_messages_parse_or_are_refused(raw: bytes | None) -> None:
-    for read in (read_by_item, read_by_user):
-        with contextlib.suppress(SchemaError):  # refused with a reason is fine; any other exception fails the test
-            read(raw)
+    with contextlib.suppress(SchemaError):  # refused with a reason is fine; any other exception fails the test
+        msg = read_by_user(raw)
+        if isinstance(msg, EngagementsMsg):  # what parses is a batch the stage can take as it is
+            assert all(e.partition is not None and e.offset is not None and e.value >= 0 for e in msg.engagements())
 
 
 @pytest.mark.parametrize(
@@ -131,7 +135,12 @@ def test_tokenizer_versions_that_are_a_list_are_refused() -> None:
 
 
 def test_internal_messages_round_trip() -> None:
-    msg = ByUserMsg(e=EngagementData(id="e1", user_id="u", item_id="i", event="like", value=1.0, ts=5.0), tokens=[1, 2])
-    assert read_by_user(encode(msg)) == msg
+    e = Engagement(id="e1", user_id="u", item_id="i", event="like", value=1.0, ts=5.0, partition=2, offset=9)
+    msg = EngagementsMsg.of([e])
+    assert read_by_user(encode(msg)) == msg and msg.engagements() == [e]
+    features = FeaturesMsg(items=[("i", [1, 2], None)])
+    assert read_by_user(encode(features)) == features
     with pytest.raises(SchemaError):
-        read_by_item(b'{"kind": "engagement"}')
+        read_by_user(b'{"kind": "engagement"}')
+    with pytest.raises(SchemaError):  # ids are checked on internal topics too
+        read_by_user(json.dumps({"kind": "engagements", "entries": [["e", "u\n", "i", "like", 1.0, 5.0, 0, 1]]}).encode())

@@ -21,6 +21,7 @@ import re
 import time
 from typing import Any
 
+import aiohttp
 import faust
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
@@ -65,6 +66,8 @@ def make_app(settings: Settings) -> faust.App:
         processing_guarantee="at_least_once",
         broker_commit_interval=s.profiles.profiles_commit_s,
         table_standby_replicas=s.profiles.profiles_standby_replicas,
+        broker_session_timeout=s.profiles.profiles_session_timeout_s,
+        broker_heartbeat_interval=s.profiles.profiles_session_timeout_s / 10,
         web_bind=s.profiles.profiles_web_host,
         web_host=s.profiles.profiles_web_host,
         web_port=s.profiles.profiles_web_port,
@@ -150,6 +153,9 @@ def lookup(w: Wiring) -> None:
             pass
         except (ServiceUnavailable, TypeError, KeyError):  # no assignment or no topic metadata yet
             return web.json({"error": "the profiles app is starting or rebalancing; retry"}, status=503)
+        except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError) as e:  # the owner died or is stopping
+            log.warning("lookup of %r: the owning worker did not answer (%s)", user_id, e)
+            return web.json({"error": "the worker that owns this user did not answer; retry"}, status=503)
         got = w.stage.user(user_id)
         if got is None or got.state.applied == 0:  # admitted engagements still waiting for their items are not a profile yet
             return web.json({"error": f"unknown user {user_id!r}"}, status=404)

@@ -54,6 +54,7 @@ class Ingest:
             on_stats=metrics.on_stats,
             max_crashes=settings.worker.max_crashes_per_record,
             isolate=p.profiles_batch_max,
+            session_timeout_s=p.profiles_session_timeout_s,
         )
         self.tracker = DeliveryTracker.of(settings)
         self._stop = threading.Event()

@@ -63,11 +63,13 @@ class BatchConsumer:
         metadata: Metadata | None = None,
         max_crashes: int = 2,
         isolate: int = 16,
+        session_timeout_s: float = 10.0,
     ) -> None:
         self.errors = ClientErrors(f"consumer {group_id}")
         self.consumer: Consumer = make_consumer(
-            settings, group_id, on_stats=on_stats, stats_interval_s=settings.metrics.metrics_interval_s, errors=self.errors
-        )
+            settings, group_id, on_stats=on_stats, stats_interval_s=settings.metrics.metrics_interval_s, errors=self.errors,
+            **{"session.timeout.ms": int(session_timeout_s * 1000)},
+        )  # fmt: skip
         self._metadata = metadata or (lambda topic, partition: {})
         self.max_crashes, self.isolate = max_crashes, isolate
         self.heads: dict[tuple[str, int], Head] = {}
@@ -154,8 +156,13 @@ class BatchConsumer:
             by_count: dict[int, dict[tuple[str, int], int]] = {}
             for k, head in unmarked.items():
                 by_count.setdefault(head.crashes + 1, {})[k] = head.offset
-            for started, offsets in by_count.items():
-                self._commit(offsets, started)
+            try:
+                for started, offsets in by_count.items():
+                    self._commit(offsets, started)
+            except KafkaIOError:
+                for head in unmarked.values():  # not recorded: the next try marks them again
+                    head.marked = False
+                raise
         return {(t, p, h.offset) for (t, p), h in self.heads.items() if h.crashes >= self.max_crashes and firsts.get((t, p)) == h.offset}
 
     def commit(self, batch: Sequence[Message]) -> None:
@@ -179,7 +186,15 @@ class BatchConsumer:
         """A batch to completion: its outputs (``outputs(give_up)``; None: stopped) produced and acknowledged, then
         the offsets committed. Returns the outputs, or None when they were not delivered and the batch was rewound
         (it comes again; also right after a crash, to take it one record at a time)."""
-        give_up = self.begin(batch)
+        try:
+            give_up = self.begin(batch)
+        except KafkaAuthError:
+            raise
+        except KafkaIOError as e:  # a rebalance under way: the batch comes again (here or at the partition's next owner)
+            log.warning("%s: batch of %d record(s) rewound", e, len(batch))
+            self.rewind(batch)
+            time.sleep(0.2)
+            return None
         if len(batch) > 1 and self.batch_limit(len(batch)) == 1:
             self.rewind(batch)
             return None

@@ -153,7 +153,7 @@ def lookup(w: Wiring) -> None:
             pass
         except (ServiceUnavailable, TypeError, KeyError):  # no assignment or no topic metadata yet
             return web.json({"error": "the profiles app is starting or rebalancing; retry"}, status=503)
-        except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError) as e:  # the owner died or is stopping
+        except (TimeoutError, aiohttp.ClientError, RuntimeError) as e:  # the owner died or is stopping
             log.warning("lookup of %r: the owning worker did not answer (%s)", user_id, e)
             return web.json({"error": "the worker that owns this user did not answer; retry"}, status=503)
         got = w.stage.user(user_id)

@@ -175,6 +175,7 @@ class Profiles(_Section):
     )
     profiles_batch_max: int = Field(default=1000, ge=1, le=100_000, description="engagements taken per micro-batch")
     profiles_batch_window_s: float = Field(default=0.05, gt=0, description="how long a micro-batch waits to fill")
+    profiles_take_max: int = Field(default=64, ge=1, le=10_000, description="by-user messages the profile stage takes at once")
     profiles_standby_replicas: int = Field(default=0, ge=0, description="Faust standby replicas of the tables on other workers")
     profiles_session_timeout_s: float = Field(
         default=30.0, ge=6, le=300, description="a worker silent this long is dropped from the group; its partitions move"

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.streams import _current_event  # no public setter; see stage_step
 
 from mmfeat.dlq import dead_letter
 from mmfeat.engagements import EngagementRules
@@ -30,7 +32,7 @@ from mmfeat.metrics import ProfileMetrics
 from mmfeat.schemas import H_REASON, encode_record, peek_item_id
 from mmfeat.settings import Settings
 from mmfeat.untrusted import clean
-from streams.records import EngagementsMsg, FeaturesMsg, TickMsg, encode, read_by_user
+from streams.records import ByUserMsg, EngagementsMsg, FeaturesMsg, TickMsg, encode, read_by_user
 from streams.stage import Outputs, ProfileStage
 from streams.state import ItemTokens
 
@@ -65,8 +67,9 @@ class Wiring:
         self.metrics.dlq.labels(letter.reason).inc()
         self.metrics.records_out.labels(self.s.topics.engagements_dlq_topic).inc()
 
-    async def guard(self, msg: Any, step: Callable[[], Awaitable[None]]) -> bool:
-        """Run one record's step; a failure about the record becomes its DLQ record. Returns whether it succeeded."""
+    async def guard(self, msgs: list[Any], step: Callable[[], Awaitable[None]]) -> bool:
+        """Run the step of one record (or of a run of records handled together); a failure about them becomes their DLQ
+        records. Returns whether it succeeded."""
         try:
             await step()
             return True
@@ -75,11 +78,12 @@ class Wiring:
             await self.app.crash(e)
             raise
         except Exception as e:  # the boundary
-            ref = RecordRef(msg.topic, msg.partition, msg.offset, peek_item_id(msg.value))
-            await self.to_dlq(ref, as_record_error(e), msg.key, msg.value)
+            err = as_record_error(e)
+            for msg in msgs:
+                await self.to_dlq(RecordRef(msg.topic, msg.partition, msg.offset, peek_item_id(msg.value)), err, msg.key, msg.value)
             return False
 
-    async def send(self, out: Outputs, source: RecordRef) -> None:
+    async def send(self, out: Outputs) -> None:
         """What a stage step produced: profile records, unmatched engagements, one engagement's DLQ records."""
         s, m = self.s, self.metrics
         now = time.time()
@@ -93,9 +97,9 @@ class Wiring:
             await self.topics.unmatched.send(key=u.user_id.encode(), value=encode_record(u), headers=[(H_REASON, u.reason.encode())])
             m.unmatched.labels(u.reason).inc()
             m.records_out.labels(s.topics.unmatched_topic).inc()
-        for e, err in out.failed:
-            raw = encode(EngagementsMsg.of([e]))
-            await self.to_dlq(RecordRef(source.topic, source.partition, source.offset, e.item_id), err, e.user_id.encode(), raw)
+        for e, err in out.failed:  # named by its own coordinates on the engagements topic
+            ref = RecordRef(s.topics.engagements_topic, e.partition or 0, e.offset or 0, e.item_id)
+            await self.to_dlq(ref, err, e.user_id.encode(), encode(EngagementsMsg.of([e])))
         m.duplicates.inc(out.skipped)
 
 
@@ -123,46 +127,88 @@ def ingest_features(w: Wiring) -> None:
                     tokens, lineage = item_features(msg.value, w.s.profiles.profile_tokenizer)
                     items.append((item_id, tokens, lineage))
 
-                await w.guard(msg, read)
+                await w.guard([msg], read)
             if items:
                 value = encode(FeaturesMsg(items=items))
                 for q in range(p.profiles_partitions):
                     await w.topics.by_user.send(key=None, value=value, partition=q)
 
 
-def update_profiles(w: Wiring) -> None:
-    """Each message of a user partition through the profile stage (mmfeat.profile's rule, as the offline path)."""
+@dataclass
+class Run:
+    """Consecutive by-user messages of one partition and one kind, handled as one stage call."""
 
-    held: frozenset[Any] = frozenset()
+    partition: int
+    kind: type[ByUserMsg]
+    messages: list[Any] = field(default_factory=list)  # Faust messages, in offset order
+    events: list[Any] = field(default_factory=list)
+    parsed: list[ByUserMsg] = field(default_factory=list)
+
+
+def runs(taken: list[tuple[Any, ByUserMsg]]) -> list[Run]:
+    """Group a take of (event, parsed message) by partition, merging consecutive messages of the same kind: a user
+    touched by several engagement messages is then read and written once. Order within a partition is kept."""
+    out: dict[int, list[Run]] = {}
+    for event, parsed in taken:
+        q = event.message.partition
+        mine = out.setdefault(q, [])
+        if not mine or mine[-1].kind is not type(parsed):
+            mine.append(Run(q, type(parsed)))
+        run = mine[-1]
+        run.messages.append(event.message)
+        run.events.append(event)
+        run.parsed.append(parsed)
+    return [run for q in sorted(out) for run in out[q]]
+
+
+def stage_step(w: Wiring, run: Run) -> Outputs:
+    """One run through the profile stage. Table writes land in the changelog partition of Faust's current event, so
+    the current event is set to the run's last one: the stage writes only keys of that partition."""
+    _current_event.set(weakref.ref(run.events[-1]))
+    if run.kind is EngagementsMsg:
+        batch = [e for m in run.parsed for e in m.engagements()]  # type: ignore[union-attr]  # all EngagementsMsg
+        return w.stage.on_engagements(run.partition, batch)
+    if run.kind is FeaturesMsg:
+        return w.stage.on_features(run.partition, [u for m in run.parsed for u in m.updates()])  # type: ignore[union-attr]
+    return w.stage.on_tick(run.partition)  # several ticks in a row: one is enough
+
+
+def update_profiles(w: Wiring) -> None:
+    """The by-user partitions through the profile stage (mmfeat.profile's rule, as the offline path), in takes of up
+    to ``profiles_take_max`` messages: the batch grows by itself when the stage falls behind, which is when
+    merging pays (a user's state read and written once for many engagements)."""
+    p = w.s.profiles
+
+    async def forget(sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        """Partitions moved: what this process cached of the tables may be someone else's now, or stale."""
+        w.stage.forget()
+
+    w.app.on_partitions_revoked.connect(forget)
+    w.app.on_partitions_assigned.connect(forget)
 
     @w.app.agent(w.topics.by_user, name="update_profiles")
     async def agent(stream: Any) -> None:
-        nonlocal held
-        async for event in stream.events():
-            msg = event.message
-            now_held = frozenset(w.app.consumer.assignment())
-            if now_held != held:  # a rebalance: what this process cached of the tables may be someone else's now
-                w.stage.forget()
-                held = now_held
+        async for events in stream.take_events(p.profiles_take_max, within=p.profiles_batch_window_s):
+            taken: list[tuple[Any, ByUserMsg]] = []
+            for event in events:
 
-            async def step(msg: Any = msg) -> None:
-                m = read_by_user(msg.value)
-                if isinstance(m, EngagementsMsg):
-                    out = w.stage.on_engagements(msg.partition, m.engagements())
-                elif isinstance(m, FeaturesMsg):
-                    out = w.stage.on_features(msg.partition, m.updates())
-                else:
-                    out = w.stage.on_tick(msg.partition)
-                await w.send(out, RecordRef(msg.topic, msg.partition, msg.offset))
+                async def read(event: Any = event, taken: list[tuple[Any, ByUserMsg]] = taken) -> None:
+                    taken.append((event, read_by_user(event.message.value)))
 
-            await w.guard(msg, step)
+                await w.guard([event.message], read)
+            for run in runs(taken):
+
+                async def step(run: Run = run) -> None:
+                    await w.send(stage_step(w, run))
+
+                await w.guard(run.messages, step)
 
 
 def send_ticks(w: Wiring) -> None:
     """One tick per user partition, often enough for the emit interval and the waiting TTL: both run inside the
     partition that owns the state, as Faust's changelogs need."""
     p = w.s.profiles
-    interval = min(p.pending_tick_s, p.profile_emit_interval_s / 2) if p.profile_emit_interval_s > 0 else p.pending_tick_s
+    interval = min(p.pending_tick_s, p.profile_emit_interval_s / 4) if p.profile_emit_interval_s > 0 else p.pending_tick_s
 
     @w.app.timer(interval=max(0.05, interval))
     async def ticks() -> None:

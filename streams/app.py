@@ -42,6 +42,8 @@ from streams.records import UserPartitions
 from streams.rules import engagement_rules, stage_config
 from streams.stage import ProfileStage
 
+PRODUCER_BATCH_BYTES = 512 * 1024  # below the broker's default message.max.bytes (1 MB)
+
 log = logging.getLogger("mmfeat.profiles")
 
 
@@ -68,6 +70,10 @@ def make_app(settings: Settings) -> faust.App:
         table_standby_replicas=s.profiles.profiles_standby_replicas,
         broker_session_timeout=s.profiles.profiles_session_timeout_s,
         broker_heartbeat_interval=s.profiles.profiles_session_timeout_s / 10,
+        # aiokafka appends to a partition's next batch only once the current one is acknowledged: with its default
+        # 16 KB batches and user records of several KB, the changelogs were sent two records per broker round trip
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        producer_linger_ms=5,
         web_bind=s.profiles.profiles_web_host,
         web_host=s.profiles.profiles_web_host,
         web_port=s.profiles.profiles_web_port,
@@ -86,7 +92,8 @@ def make_app(settings: Settings) -> faust.App:
     tables = {
         name: app.Table(name, default=None, partitions=p, key_type=bytes, value_type=bytes) for name in TABLES
     }  # raw bytes: keys as the topic keys, values in streams/state.py's encoding
-    stage = ProfileStage(tables["profiles"], tables["items"], tables["index"], stage_config(s), time.time)
+    users = UserPartitions(p)
+    stage = ProfileStage(tables["profiles"], tables["items"], tables["index"], stage_config(s), time.time, partition_of=users)
     w = Wiring(app, s, engagement_rules(s), stage, topics, tables["profiles"], ProfileMetrics())
     for build in (*AGENTS, sample_lag, lookup, ingest):
         build(w)

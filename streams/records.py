@@ -59,8 +59,9 @@ class TickMsg(_Msg):
     kind: Literal["tick"] = "tick"
 
 
-ByUser = Annotated[EngagementsMsg | FeaturesMsg | TickMsg, Field(discriminator="kind")]
-_BY_USER: TypeAdapter[EngagementsMsg | FeaturesMsg | TickMsg] = TypeAdapter(ByUser)
+ByUserMsg = EngagementsMsg | FeaturesMsg | TickMsg
+ByUser = Annotated[ByUserMsg, Field(discriminator="kind")]
+_BY_USER: TypeAdapter[ByUserMsg] = TypeAdapter(ByUser)
 
 
 def entry(e: Engagement) -> Entry:
@@ -72,7 +73,7 @@ def encode(msg: _Msg) -> bytes:
     return encode_record(msg)
 
 
-def read_by_user(raw: bytes | None) -> EngagementsMsg | FeaturesMsg | TickMsg:
+def read_by_user(raw: bytes | None) -> ByUserMsg:
     if raw is None:
         raise SchemaError("empty value on the by-user topic")
     try:

@@ -80,8 +80,12 @@ def index_key(partition: int) -> bytes:
 
 
 class ProfileStage:
-    def __init__(self, users: Table, items: Table, index: Table, cfg: StageConfig, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, users: Table, items: Table, index: Table, cfg: StageConfig, clock: Callable[[], float],
+        partition_of: Callable[[str], int] | None = None,
+    ) -> None:  # fmt: skip
         self.users, self.items, self.index, self.cfg, self.clock = users, items, index, cfg, clock
+        self.partition_of = partition_of  # user -> its partition: a user is written only in its own partition
         self._items: dict[str, ItemTokens | None] = {}  # a read cache of the items table (features are broadcast, then stable)
         self._users: dict[str, UserRecord] = {}  # decoded records this process wrote last (it is their partitions' only writer)
         self._published: dict[str, float] = {}  # user -> when its profile was last published by this process
@@ -122,6 +126,8 @@ class ProfileStage:
         changed: set[str] = set()
         for e in batch:
             try:
+                if self.partition_of is not None and (q := self.partition_of(e.user_id)) != partition:
+                    raise RecordError(f"user {e.user_id!r} belongs to partition {q}, not {partition}", reason="misrouted")
                 if self._one(e, touched, idx, now, out):
                     changed.add(e.user_id)
             except Exception as err:  # one engagement's defect is its own DLQ record, the batch goes on

@@ -156,3 +156,13 @@ def test_hostile_table_bytes_are_a_state_error_never_a_crash_or_a_hang(data: byt
 def test_a_corrupt_state_record_names_the_store() -> None:
     with pytest.raises(StateError, match="does not parse"):
         decode_user(b"\x07garbage")
+
+
+def test_a_user_of_another_partition_is_refused_as_misrouted_and_the_rest_applied() -> None:
+    users: dict[bytes, bytes] = {}
+    cfg = StageConfig(PCFG, tokenizer="word", features_topic="f", pending_cap=3, pending_ttl_s=10.0, emit_interval_s=0.0)
+    stage = ProfileStage(users, {}, {}, cfg, Clock(), partition_of=lambda u: 1 if u == "u2" else 0)
+    stage.on_features(0, [("it", ItemTokens([5]))])
+    out = stage.on_engagements(0, [eng(1), eng(2), eng(4)])
+    assert [(e.user_id, err.reason) for e, err in out.failed] == [("u2", "misrouted")]
+    assert (applied(stage, "u1"), stage.user("u2")) == (2, None)  # nothing of u2 written into partition 0's state

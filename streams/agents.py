@@ -136,28 +136,36 @@ def ingest_features(w: Wiring) -> None:
 
 @dataclass
 class Run:
-    """Consecutive by-user messages of one partition and one kind, handled as one stage call."""
+    """Consecutive by-user messages of one partition and one kind, handled as one stage call, and whether a tick
+    came among them (handled once, after them)."""
 
     partition: int
     kind: type[ByUserMsg]
     messages: list[Any] = field(default_factory=list)  # Faust messages, in offset order
     events: list[Any] = field(default_factory=list)
     parsed: list[ByUserMsg] = field(default_factory=list)
+    tick: bool = False
 
 
 def runs(taken: list[tuple[Any, ByUserMsg]]) -> list[Run]:
     """Group a take of (event, parsed message) by partition, merging consecutive messages of the same kind: a user
-    touched by several engagement messages is then read and written once. Order within a partition is kept."""
+    touched by several engagement messages is then read and written once. Order within a partition is kept, except
+    that a tick does not split a run: it is driven by the clock, not by the data, so it is handled after the run
+    (ticks come several times a second and would otherwise leave nothing to merge)."""
     out: dict[int, list[Run]] = {}
     for event, parsed in taken:
         q = event.message.partition
         mine = out.setdefault(q, [])
-        if not mine or mine[-1].kind is not type(parsed):
+        is_tick = isinstance(parsed, TickMsg)
+        if not mine or (mine[-1].kind is not type(parsed) and not is_tick):
             mine.append(Run(q, type(parsed)))
         run = mine[-1]
         run.messages.append(event.message)
         run.events.append(event)
-        run.parsed.append(parsed)
+        if is_tick:
+            run.tick = True
+        else:
+            run.parsed.append(parsed)
     return [run for q in sorted(out) for run in out[q]]
 
 
@@ -166,11 +174,14 @@ def stage_step(w: Wiring, run: Run) -> Outputs:
     the current event is set to the run's last one: the stage writes only keys of that partition."""
     _current_event.set(weakref.ref(run.events[-1]))
     if run.kind is EngagementsMsg:
-        batch = [e for m in run.parsed for e in m.engagements()]  # type: ignore[union-attr]  # all EngagementsMsg
-        return w.stage.on_engagements(run.partition, batch)
-    if run.kind is FeaturesMsg:
-        return w.stage.on_features(run.partition, [u for m in run.parsed for u in m.updates()])  # type: ignore[union-attr]
-    return w.stage.on_tick(run.partition)  # several ticks in a row: one is enough
+        out = w.stage.on_engagements(run.partition, [e for m in run.parsed for e in m.engagements()])  # type: ignore[union-attr]
+    elif run.kind is FeaturesMsg:
+        out = w.stage.on_features(run.partition, [u for m in run.parsed for u in m.updates()])  # type: ignore[union-attr]
+    else:
+        out = Outputs()
+    if run.tick:  # several ticks in a run: one is enough
+        out.extend(w.stage.on_tick(run.partition))
+    return out
 
 
 def update_profiles(w: Wiring) -> None:

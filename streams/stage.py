@@ -49,6 +49,12 @@ class Outputs:
     failed: list[tuple[Engagement, RecordError]] = field(default_factory=list)  # one engagement's defect: its DLQ record
     skipped: int = 0  # redelivered or duplicate engagements
 
+    def extend(self, other: Outputs) -> None:
+        self.profiles += other.profiles
+        self.unmatched += other.unmatched
+        self.failed += other.failed
+        self.skipped += other.skipped
+
 
 @dataclass
 class _Index:

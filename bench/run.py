@@ -293,7 +293,7 @@ def run_profiles_bench(quick: bool) -> dict[str, Any]:
     from bench.profiles import bench_profiles
 
     with Stack([], triton=False) as s:
-        return bench_profiles(s, 20_000 if quick else 200_000, 10 if quick else 60, 2000 if quick else 20_000)
+        return bench_profiles(s, 20_000 if quick else 200_000, 10 if quick else 60, 2000 if quick else 40_000)
 
 
 def run_ranker_bench(quick: bool, out_dir: Path) -> dict[str, Any]:

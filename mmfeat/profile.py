@@ -28,6 +28,11 @@ features); ``add`` applies its weights. ``apply_engagement`` is both, for the of
 The state keeps every token (a closed vocabulary keeps that small); ``top_k`` cuts only the published
 features. ``max_tokens`` bounds the state for open vocabularies (the hash tokenizer): when exceeded, the
 smallest weights are dropped, the one place where order can matter.
+
+Publishing does not scan the whole state either: weights only grow between two moves of the scale (event weights
+and values are >= 0), so a token outside the last published top-K can enter it only if an engagement touched it
+since. ``TopMemo`` remembers the last top-K ids and the tokens touched since, in memory only; ``profile_features``
+then ranks those few instead of every token, with the same result.
 """
 
 from __future__ import annotations
@@ -55,6 +60,18 @@ class ProfileConfig:
 
 
 @dataclass
+class TopMemo:
+    """The last computed top-K ids per event type, at scale ``base_ts``, and the tokens added to since (never stored)."""
+
+    base_ts: float
+    tops: dict[str, list[int]]
+    touched: dict[str, set[int]] = field(default_factory=dict)
+
+    def copy(self) -> TopMemo:
+        return TopMemo(self.base_ts, self.tops, {ev: set(ts) for ev, ts in self.touched.items()})
+
+
+@dataclass
 class ProfileState:
     """One user's profile. ``stored[event][token]`` is at the scale of ``base_ts``; ``weights`` reads them at ``ref_ts``."""
 
@@ -68,6 +85,7 @@ class ProfileState:
     recent: tuple[str, ...] = ()  # the last producer-given event ids admitted
     last_id: str | None = None  # the engagement that made this version (lineage, freshness)
     lineage: dict[str, int] = field(default_factory=dict)  # captioner/tokenizer versions of the items applied -> engagements
+    memo: TopMemo | None = field(default=None, compare=False, repr=False)  # a cache for profile_features, not state
 
     @property
     def applied(self) -> int:
@@ -88,7 +106,7 @@ class ProfileState:
         """A copy that can be changed in place (``admit_into``, ``add_into``) without touching this one."""
         return replace(
             self, stored={ev: dict(ws) for ev, ws in self.stored.items()}, counts=dict(self.counts), offsets=dict(self.offsets),
-            lineage=dict(self.lineage),
+            lineage=dict(self.lineage), memo=self.memo.copy() if self.memo else None,
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,10 +176,13 @@ def add_into(state: ProfileState, e: Engagement, tokens: Sequence[int], cfg: Pro
         k = _decay(e.ts - state.base_ts, cfg.half_life_s)
         state.stored = {ev: {t: w * k for t, w in ws.items()} for ev, ws in state.stored.items()}
         state.base_ts = e.ts
+        state.memo = None  # rounding in the rescale may tie weights that were apart
     contribution = cfg.event_weights[e.event] * e.value * _decay(state.base_ts - e.ts, cfg.half_life_s)
     bucket = state.stored.setdefault(e.event, {})
     for t in set(tokens):
         bucket[t] = bucket.get(t, 0.0) + contribution
+    if state.memo is not None:
+        state.memo.touched.setdefault(e.event, set()).update(tokens)
     if len(bucket) > cfg.max_tokens:
         state.stored[e.event] = dict(sorted(bucket.items(), key=lambda tw: (-tw[1], tw[0]))[: cfg.max_tokens])
     if lineage is not None:
@@ -182,7 +203,8 @@ def admit(state: ProfileState | None, e: Engagement, cfg: ProfileConfig) -> tupl
 def add(state: ProfileState, e: Engagement, tokens: Sequence[int], cfg: ProfileConfig, lineage: str | None = None) -> ProfileState:
     """``add_into`` on a copy of what it changes (the engagement's event type, not every bucket): the input is not modified."""
     stored = {**state.stored, e.event: dict(state.stored.get(e.event, {}))}
-    copy = replace(state, stored=stored, counts=dict(state.counts), lineage=dict(state.lineage))
+    memo = state.memo.copy() if state.memo else None
+    copy = replace(state, stored=stored, counts=dict(state.counts), lineage=dict(state.lineage), memo=memo)
     add_into(copy, e, tokens, cfg, lineage)
     return copy
 
@@ -211,12 +233,21 @@ def top_tokens(weights: Mapping[int, float], k: int, scale: float = 1.0) -> tupl
 
 
 def profile_features(state: ProfileState, cfg: ProfileConfig) -> dict[str, dict[str, Any]]:
-    """Per event type: top-K token ids with their weights (at ``ref_ts``) and the engagement count."""
+    """Per event type: top-K token ids with their weights (at ``ref_ts``) and the engagement count. With a memo at the
+    state's scale, only the last top-K and the tokens touched since are ranked (see the module's docstring); the
+    memo is then renewed."""
     k = state.scale(cfg.half_life_s)
+    memo = state.memo if state.memo is not None and state.memo.base_ts == state.base_ts else None
     out: dict[str, dict[str, Any]] = {}
     for ev in sorted(state.stored):
-        ids, ws = top_tokens(state.stored[ev], cfg.top_k, k)
+        bucket = state.stored[ev]
+        if memo is not None and ev in memo.tops:
+            few = {t: bucket[t] for t in (*memo.tops[ev], *memo.touched.get(ev, ())) if t in bucket}
+            ids, ws = top_tokens(few, cfg.top_k, k)
+        else:
+            ids, ws = top_tokens(bucket, cfg.top_k, k)
         out[ev] = {"token_ids": ids, "weights": ws, "count": state.counts.get(ev, 0)}
+    state.memo = TopMemo(state.base_ts, {ev: f["token_ids"] for ev, f in out.items()})
     return out
 
 

@@ -1,12 +1,15 @@
-"""The profile update rule: decay on event time, out-of-order events, idempotence, weights, top-K."""
+"""The profile update rule: decay on event time, out-of-order events, idempotence, weights, top-K and its memo."""
 
 from __future__ import annotations
 
 import itertools
 import math
 import random
+from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS, Engagement
 from mmfeat.profile import LINEAGE_KEEP, ProfileConfig, ProfileState, apply_engagement, build_profiles, profile_features, profile_record
@@ -141,3 +144,33 @@ def test_lineage_counts_each_applied_engagement_once_and_stays_bounded() -> None
     for i in range(LINEAGE_KEEP + 3):  # many versions: the most used are kept
         state, _ = apply_engagement(state, eng(10 + i, 3.0 + i), [1], CFG, f"captioner=c{i} word=w@1")
     assert len(state.lineage) == LINEAGE_KEEP and state.lineage[v2] == 2 and state.lineage[v1] == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["like", "share", "time_spent"]),
+            st.lists(st.integers(0, 12), min_size=1, max_size=4),
+            st.sampled_from([0.0, 1.0, 2.0, 7.5]),
+            st.sampled_from([0.0, 1.0, 50.0, -30.0, 7000.0]),
+            st.booleans(),
+        ),
+        max_size=60,
+    ),
+    st.sampled_from([2, 4, 4096]),
+)
+def test_the_memo_ranks_few_tokens_with_the_result_of_ranking_them_all(
+    steps: list[tuple[str, list[int], float, float, bool]], max_tokens: int
+) -> None:
+    """Ties (tokens of one item share a weight), out-of-order events, rescales (a jump of 70 half-lives) and a cap
+    below top-K: whatever happened since the last published top-K, the memo's answer is the full ranking's."""
+    cfg = ProfileConfig(event_weights={"like": 1.0, "share": 3.0, "time_spent": 0.5}, half_life_s=HL, top_k=3, max_tokens=max_tokens)
+    state, ts = ProfileState(user_id="u"), 0.0
+    for i, (event, tokens, value, dt, publish) in enumerate(steps):
+        ts += dt
+        state, _ = apply_engagement(state, eng(i, ts, event, value), tokens, cfg)
+        if publish:
+            want = profile_features(replace(state, memo=None), cfg)
+            assert profile_features(state, cfg) == want
+            assert state.memo is not None

@@ -21,6 +21,7 @@ from mmfeat.cli.services.processes import (
     _port_open,
     _runs,
     free_port,
+    free_ports,
     group_members,
     pid_alive,
     stop_group,
@@ -33,9 +34,9 @@ from mmfeat.settings import PROJECT_ROOT, Settings
 
 __all__ = [
     "KAFKA_MARKERS", "KAFKA_PROPERTIES", "KAFKA_VERSION", "PORT_SETTINGS", "PROJECT_ROOT", "TRITON_MARKERS", "Endpoints", "KafkaPlan",
-    "ServiceError", "TritonPlan", "down", "free_port", "group_members", "kafka_libs", "kafka_ready", "pid_alive", "render_model_repository",
-    "resolve", "start_kafka", "start_triton", "stop_group", "stop_pid", "triton_backend_dir", "triton_env", "triton_ready", "up",
-    "wait_until", "with_free_ports",
+    "ServiceError", "TritonPlan", "down", "free_port", "free_ports", "group_members", "kafka_libs", "kafka_ready", "pid_alive",
+    "render_model_repository", "resolve", "start_kafka", "start_triton", "stop_group", "stop_pid", "triton_backend_dir", "triton_env",
+    "triton_ready", "up", "wait_until", "with_free_ports",
 ]  # fmt: skip
 
 ENDPOINTS = "endpoints.json"
@@ -83,7 +84,7 @@ def resolve(settings: Settings) -> Settings:
 
 def with_free_ports(settings: Settings) -> Settings:
     """The same settings with every embedded-service port moved to a free one (tests, demo)."""
-    return settings.updated({name: free_port() for name in PORT_SETTINGS})
+    return settings.updated(dict(zip(PORT_SETTINGS, free_ports(len(PORT_SETTINGS)), strict=True)))
 
 
 def up(

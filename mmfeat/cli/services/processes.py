@@ -16,10 +16,18 @@ from mmfeat.errors import ServiceError
 Log = Callable[[str], object]
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports. The sockets stay bound until all are picked: two ``free_port()`` calls in a row may
+    return the same port, and a broker whose listener and controller got one port fails its storage format."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def _port_open(port: int) -> bool:

@@ -81,8 +81,8 @@ class Secured:
 def secured(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterator[Secured]:
     d = tmp_path_factory.mktemp("secured")
     make_certs(d)
-    sasl, mtls = services.free_port(), services.free_port()
-    plan = services.KafkaPlan(d / "kafka", services.free_port(), services.free_port())
+    sasl, mtls, port, controller = services.free_ports(4)
+    plan = services.KafkaPlan(d / "kafka", port, controller)
     props = secured_properties().replace("@SASL@", str(sasl)).replace("@MTLS@", str(mtls)).replace("@DIR@", str(d))
     scram = "SCRAM-SHA-256=[name=bob,password=bob-secret]"
     proc = services.start_kafka(plan, stack.settings.services.cache_dir, properties=props, format_args=["--add-scram", scram])

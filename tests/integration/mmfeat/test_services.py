@@ -25,7 +25,10 @@ def test_up_is_idempotent_and_down_stops_what_it_started(stack: Stack, tmp_path:
     env = {
         "MMFEAT_STATE_DIR": str(tmp_path / "state"),
         "MMFEAT_MODEL_REPOSITORY": str(stack.model_repository),
-        **{f"MMFEAT_{name.upper()}": str(services.free_port()) for name in services.PORT_SETTINGS},
+        **{
+            f"MMFEAT_{name.upper()}": str(port)
+            for name, port in zip(services.PORT_SETTINGS, services.free_ports(len(services.PORT_SETTINGS)), strict=True)
+        },
     }
     first = cli(env, "up")
     assert "kafka: ready" in first and "triton: ready" in first and "topics: created media.uploads" in first

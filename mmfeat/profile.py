@@ -61,14 +61,16 @@ class ProfileConfig:
 
 @dataclass
 class TopMemo:
-    """The last computed top-K ids per event type, at scale ``base_ts``, and the tokens added to since (never stored)."""
+    """The last computed top-``k`` ids per event type, at scale ``base_ts``, and the tokens added to since (never
+    stored). It serves a ranking of at most ``k``."""
 
     base_ts: float
+    k: int
     tops: dict[str, list[int]]
     touched: dict[str, set[int]] = field(default_factory=dict)
 
     def copy(self) -> TopMemo:
-        return TopMemo(self.base_ts, self.tops, {ev: set(ts) for ev, ts in self.touched.items()})
+        return TopMemo(self.base_ts, self.k, self.tops, {ev: set(ts) for ev, ts in self.touched.items()})
 
 
 @dataclass
@@ -237,7 +239,9 @@ def profile_features(state: ProfileState, cfg: ProfileConfig) -> dict[str, dict[
     state's scale, only the last top-K and the tokens touched since are ranked (see the module's docstring); the
     memo is then renewed."""
     k = state.scale(cfg.half_life_s)
-    memo = state.memo if state.memo is not None and state.memo.base_ts == state.base_ts else None
+    memo = state.memo
+    if memo is not None and (memo.base_ts != state.base_ts or memo.k < cfg.top_k):
+        memo = None
     out: dict[str, dict[str, Any]] = {}
     for ev in sorted(state.stored):
         bucket = state.stored[ev]
@@ -247,7 +251,7 @@ def profile_features(state: ProfileState, cfg: ProfileConfig) -> dict[str, dict[
         else:
             ids, ws = top_tokens(bucket, cfg.top_k, k)
         out[ev] = {"token_ids": ids, "weights": ws, "count": state.counts.get(ev, 0)}
-    state.memo = TopMemo(state.base_ts, {ev: f["token_ids"] for ev, f in out.items()})
+    state.memo = TopMemo(state.base_ts, cfg.top_k, {ev: f["token_ids"] for ev, f in out.items()})
     return out
 
 

@@ -174,3 +174,5 @@ def test_the_memo_ranks_few_tokens_with_the_result_of_ranking_them_all(
             want = profile_features(replace(state, memo=None), cfg)
             assert profile_features(state, cfg) == want
             assert state.memo is not None
+    wider = replace(cfg, top_k=6)  # a memo of a top-3 cannot answer a top-6
+    assert profile_features(state, wider) == profile_features(replace(state, memo=None), wider)

@@ -108,8 +108,11 @@ def wait_converged(app: ProfilesApp, truth: dict[str, ProfileState], timeout_s: 
 
 
 def http_status(url: str) -> int:
+    """The answer's status code; 0 when nothing answers (a worker starting, or killed)."""
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
             return int(r.status)
     except urllib.error.HTTPError as e:
         return e.code
+    except OSError:
+        return 0

@@ -5,8 +5,6 @@ to any worker answers with the owner's profile, and 503 only while the group reb
 from __future__ import annotations
 
 import signal
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,7 @@ from mmfeat.topics import app_topics
 from streams.offline import recompute_profiles
 from streams.rules import profile_config
 from tests.integration.conftest import wait_for
-from tests.integration.profiles import ProfilesApp, features, item_tokens, mismatches, send_engagements
+from tests.integration.profiles import ProfilesApp, features, http_status, item_tokens, mismatches, send_engagements
 
 
 def group(ps: Settings, tmp_path: Path, partitions: int) -> Settings:
@@ -57,17 +55,7 @@ def start(s: Settings, tmp_path: Path, started: list[ProfilesApp]) -> ProfilesAp
 
 def serves(w: ProfilesApp, user: str) -> bool:
     """Whether ``w`` answers ``user``'s profile (not while it starts or rebalances)."""
-    return status(f"{w.url}/profiles/{user}") == 200
-
-
-def status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
+    return http_status(f"{w.url}/profiles/{user}") == 200
 
 
 def converged(alive: list[ProfilesApp], truth: dict[str, ProfileState], timeout_s: float) -> Counter[int]:
@@ -78,7 +66,7 @@ def converged(alive: list[ProfilesApp], truth: dict[str, ProfileState], timeout_
     def ok() -> bool:
         nonlocal last
         for w in alive:
-            seen.update(status(f"{w.url}/profiles/{u}") for u in list(truth)[:3])
+            seen.update(http_status(f"{w.url}/profiles/{u}") for u in list(truth)[:3])
         last = [f"{w.url}: {m}" for w in alive for m in mismatches(w, truth)]
         return not last
 
@@ -112,5 +100,5 @@ def test_workers_added_and_killed_mid_stream_lose_and_double_count_nothing(
     assert sum(p.applied for p in truth.values()) == 1800
     converged(alive, truth, 240)
     # settled: every live worker answers every user with the owner's profile, and nothing answers 503 any more
-    final = Counter(status(f"{w.url}/profiles/{u}") for w in alive for u in truth)
+    final = Counter(http_status(f"{w.url}/profiles/{u}") for w in alive for u in truth)
     assert final == Counter({200: len(alive) * len(truth)})

@@ -141,10 +141,13 @@ class Run:
 
     partition: int
     kind: type[ByUserMsg]
-    messages: list[Any] = field(default_factory=list)  # Faust messages, in offset order
-    events: list[Any] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)  # Faust events, in offset order
     parsed: list[ByUserMsg] = field(default_factory=list)
     tick: bool = False
+
+    @property
+    def messages(self) -> list[Any]:
+        return [e.message for e in self.events]
 
 
 def runs(taken: list[tuple[Any, ByUserMsg]]) -> list[Run]:
@@ -160,7 +163,6 @@ def runs(taken: list[tuple[Any, ByUserMsg]]) -> list[Run]:
         if not mine or (mine[-1].kind is not type(parsed) and not is_tick):
             mine.append(Run(q, type(parsed)))
         run = mine[-1]
-        run.messages.append(event.message)
         run.events.append(event)
         if is_tick:
             run.tick = True

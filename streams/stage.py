@@ -237,7 +237,6 @@ class ProfileStage:
             self._users[user_id] = rec
         if self.cfg.emit_interval_s > 0:
             idx.dirty |= changed
-        if self.cfg.emit_interval_s > 0:
             due = [u for u in sorted(idx.dirty) if now - self._published.get(u, -1e18) >= self.cfg.emit_interval_s]
             for user_id in due:
                 got = touched.get(user_id) or self.user(user_id)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from captioner.configuration import HF_BLIP2, LITE, Manifest, read_manifest
-from mmfeat.triton_contract import Caption
+from mmfeat.triton_contract import Caption, pack_embedding
 
 
 class Engine(Protocol):
@@ -36,16 +36,26 @@ class HFBlip2Engine:
     def caption(self, images: Sequence[Any], prompts: Sequence[str]) -> list[Caption]:
         import torch
 
+        from captioner.modeling.lite import pooled_embedding
+
         inputs = self.processor(images=list(images), text=list(prompts), return_tensors="pt", padding=True).to(self.device)
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=self.manifest.max_new_tokens)
+        seen: list[torch.Tensor] = []
+        # generate runs the Q-Former once per batch; a hook keeps its outputs, so the embedding costs no second pass
+        hook = self.model.qformer.register_forward_hook(lambda _m, _i, out: seen.append(out[0]))
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=self.manifest.max_new_tokens)
+        finally:
+            hook.remove()
+        vectors = pooled_embedding(seen[0]).cpu().numpy()
         new_tokens = out[:, inputs["input_ids"].shape[1] :] if out.shape[1] > inputs["input_ids"].shape[1] else out
         tok = self.processor.tokenizer
         special = set(tok.all_special_ids)
         captions = []
-        for row in new_tokens.tolist():
+        for row, vector in zip(new_tokens.tolist(), vectors, strict=True):
             ids = [i for i in row if i not in special]
-            captions.append(Caption(text=tok.decode(ids, skip_special_tokens=True).strip(), token_ids=ids))
+            text = tok.decode(ids, skip_special_tokens=True).strip()
+            captions.append(Caption(text=text, token_ids=ids, embedding=pack_embedding(vector)))
         return captions
 
 
@@ -70,11 +80,20 @@ class LiteEngine:
         self.device = device
 
     def caption(self, images: Sequence[Any], prompts: Sequence[str] = ()) -> list[Caption]:
+        import torch
+
+        from captioner.modeling.lite import pooled_embedding
         from captioner.processing import to_tensor
 
         pixels = to_tensor(list(images)).to(self.device, next(self.model.parameters()).dtype)
-        trunk = self.model.trunk(pixels)
-        return [Caption(text=self.vocab.decode(ids), token_ids=ids) for ids in self.model.generate(trunk, self.max_new_tokens)]
+        with torch.inference_mode():
+            trunk = self.model.trunk(pixels)
+            queries = self.model.query_outputs(trunk)
+            rows = self.model.generate(trunk, self.max_new_tokens, queries)
+            vectors = pooled_embedding(queries).cpu().numpy()
+        return [
+            Caption(text=self.vocab.decode(ids), token_ids=ids, embedding=pack_embedding(v)) for ids, v in zip(rows, vectors, strict=True)
+        ]
 
 
 ENGINES: dict[str, Callable[[Path, Manifest, str], Engine]] = {HF_BLIP2: HFBlip2Engine, LITE: LiteEngine}

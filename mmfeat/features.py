@@ -14,6 +14,7 @@ from mmfeat.schemas import (
     H_SCHEMA,
     H_TOKENIZERS,
     SCHEMA_VERSION,
+    EmbeddingV1,
     FeatureRecordV1,
     TokenIds,
     UploadV1,
@@ -54,6 +55,7 @@ class FeatureBuilder:
             tokenizer_versions=versions,
             content_sha256=content_sha256,
             upload_created_at=upload.created_at,
+            embedding=EmbeddingV1.of(caption.embedding) if caption.embedding else None,
         )
 
 

@@ -83,8 +83,36 @@ class UploadV1(_Record):
             raise SchemaError("media_b64 is not valid base64") from e
 
 
+class EmbeddingV1(_Record):
+    """A dense content embedding, compact: ``dim`` float16 values, little-endian, base64 (no padding lost)."""
+
+    dtype: Literal["float16"] = "float16"
+    dim: int = Field(ge=1, le=4096)
+    b64: str
+
+    @model_validator(mode="after")
+    def _width_matches(self) -> EmbeddingV1:
+        try:
+            raw = base64.b64decode(self.b64, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise ValueError("embedding.b64 is not valid base64") from e
+        if len(raw) != 2 * self.dim:
+            raise ValueError(f"embedding.b64 holds {len(raw)} bytes; dim {self.dim} float16 values are {2 * self.dim}")
+        return self
+
+    @classmethod
+    def of(cls, packed: bytes) -> EmbeddingV1:
+        """From float16 little-endian bytes (``Caption.embedding``)."""
+        return cls(dim=len(packed) // 2, b64=base64.b64encode(packed).decode())
+
+    def packed(self) -> bytes:
+        return base64.b64decode(self.b64)
+
+
 class FeatureRecordV1(_Record):
-    """A token-ID feature record on ``media.item-features.v1`` (compacted, key = item_id)."""
+    """A token-ID feature record on ``media.item-features.v1`` (compacted, key = item_id). ``embedding`` is the
+    captioner's content embedding of the same call (absent from records made before it, or by a model
+    without one): an additive field, so v1 readers that ignore unknown fields read on."""
 
     schema_version: Literal[1] = 1
     item_id: str
@@ -96,6 +124,7 @@ class FeatureRecordV1(_Record):
     tokenizer_versions: dict[str, str]
     content_sha256: str
     upload_created_at: datetime
+    embedding: EmbeddingV1 | None = None
 
 
 class DeferredRecordV1(_Record):

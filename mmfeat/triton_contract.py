@@ -13,6 +13,9 @@ Per request (the client sends one item per request; the batcher merges them):
     CAPTION            BYTES  [1]   UTF-8 caption
     TOKEN_IDS          INT64  [-1]  the decoder's ids, -1 padding ragged rows of a multi-item request
     CAPTIONER_VERSION  BYTES  [1]   the model directory's version (lineage, dedupe)
+    EMBEDDING          FP16   [-1]  the pooled, L2-normalized content embedding of the same model call
+                                    (the Q-Former's query outputs, mean-pooled); [0] wide from a model
+                                    that has none
 """
 
 from __future__ import annotations
@@ -29,6 +32,16 @@ class Caption:
 
     text: str
     token_ids: list[int]
+    embedding: bytes = b""  # float16, little-endian: the content embedding of the same call (b"": none)
+
+    def embedding_array(self) -> np.ndarray:
+        """The embedding as float32 (empty when the model gave none)."""
+        return np.frombuffer(self.embedding, dtype="<f2").astype(np.float32)
+
+
+def pack_embedding(vector: Sequence[float] | np.ndarray) -> bytes:
+    """A content embedding's wire and record form: float16, little-endian."""
+    return np.asarray(vector, dtype="<f2").tobytes()
 
 
 @dataclass(frozen=True)
@@ -62,8 +75,10 @@ PROMPT = Tensor("PROMPT", "BYTES", (1,), optional=True)
 CAPTION = Tensor("CAPTION", "BYTES", (1,))
 TOKEN_IDS = Tensor("TOKEN_IDS", "INT64", (-1,))
 CAPTIONER_VERSION = Tensor("CAPTIONER_VERSION", "BYTES", (1,))
-CAPTIONER = ModelContract("captioner", inputs=(IMAGE, PROMPT), outputs=(CAPTION, TOKEN_IDS, CAPTIONER_VERSION))
+EMBEDDING = Tensor("EMBEDDING", "FP16", (-1,))
+CAPTIONER = ModelContract("captioner", inputs=(IMAGE, PROMPT), outputs=(CAPTION, TOKEN_IDS, CAPTIONER_VERSION, EMBEDDING))
 TOKEN_PAD = -1
+MAX_EMBEDDING_DIM = 4096
 
 
 def request_arrays(media: bytes, prompt: str) -> dict[str, np.ndarray]:
@@ -90,19 +105,33 @@ def answer_arrays(captions: Sequence[Caption], version: str) -> dict[str, np.nda
     ids = np.full((len(captions), width), TOKEN_PAD, dtype=np.int64)
     for row, c in enumerate(captions):
         ids[row, : len(c.token_ids)] = c.token_ids
+    dims = {len(c.embedding) // 2 for c in captions}
+    if len(dims) > 1:
+        raise ValueError(f"one request's embeddings differ in width: {sorted(dims)}")
+    emb = np.zeros((len(captions), dims.pop() if dims else 0), dtype=np.float16)
+    for row, c in enumerate(captions):
+        emb[row] = np.frombuffer(c.embedding, dtype="<f2")
     return {
         CAPTION.name: np.array([[c.text.encode()] for c in captions], dtype=np.object_),
         TOKEN_IDS.name: ids,
         CAPTIONER_VERSION.name: np.array([[version.encode()]] * len(captions), dtype=np.object_),
+        EMBEDDING.name: emb,
     }
 
 
 def read_answer(get: Callable[[str], np.ndarray | None]) -> tuple[Caption, str]:
-    """A one-item answer (the client side): its caption and the captioner version that made it."""
+    """A one-item answer (the client side): its caption and the captioner version that made it. EMBEDDING may be
+    absent (a model that predates it): the caption then has none."""
     ids = [int(t) for t in _require(get, TOKEN_IDS).reshape(-1) if t != TOKEN_PAD]
     text = _require(get, CAPTION).reshape(-1)[0].decode("utf-8", "replace")
     version = _require(get, CAPTIONER_VERSION).reshape(-1)[0].decode("utf-8", "replace")
-    return Caption(text=text, token_ids=ids), version
+    emb = get(EMBEDDING.name)
+    if emb is not None and emb.size > MAX_EMBEDDING_DIM:
+        raise ValueError(f"tensor {EMBEDDING.name} has {emb.size} values (at most {MAX_EMBEDDING_DIM})")
+    if emb is not None and not np.isfinite(emb).all():
+        raise ValueError(f"tensor {EMBEDDING.name} has non-finite values")
+    embedding = b"" if emb is None else pack_embedding(emb.reshape(-1))
+    return Caption(text=text, token_ids=ids, embedding=embedding), version
 
 
 def _require(get: Callable[[str], np.ndarray | None], t: Tensor) -> np.ndarray:

@@ -5,6 +5,8 @@ on it now (a token-bucket budget whose overflow is deferred, never dropped)?
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import time
@@ -84,13 +86,17 @@ class DedupeStore:
             entry = json.loads(raw)
             if entry["v"] != captioner_version:
                 return None
-            return Caption(text=str(entry["text"]), token_ids=[int(i) for i in entry["ids"]])
-        except (ValueError, KeyError, TypeError):
+            # an entry from before embeddings has no "emb": a miss, so the record made from it is a fresh call's
+            embedding = base64.b64decode(entry["emb"], validate=True)
+            return Caption(text=str(entry["text"]), token_ids=[int(i) for i in entry["ids"]], embedding=embedding)
+        except (ValueError, KeyError, TypeError, binascii.Error):
             return None
 
     def put(self, key: str, captioner_version: str, caption: Caption) -> None:
         try:
-            self._db[key] = json.dumps({"v": captioner_version, "text": caption.text, "ids": caption.token_ids})
+            emb = base64.b64encode(caption.embedding).decode()
+            entry = {"v": captioner_version, "text": caption.text, "ids": caption.token_ids, "emb": emb}
+            self._db[key] = json.dumps(entry)
         except Exception as e:
             raise StateError(f"dedupe store {self.path}: {e}") from e
 

@@ -83,14 +83,18 @@ class LiteCaptioner(nn.Module):
         with torch.no_grad():
             return self.encoder.trunk(pixels, max(self.config.finetune_tail, 1))
 
-    def prefix(self, trunk: torch.Tensor) -> torch.Tensor:
+    def query_outputs(self, trunk: torch.Tensor) -> torch.Tensor:
+        """The Q-Former's outputs, (B, Q, H): what the decoder prefix and the content embedding are made of."""
         visual = self.encoder.tokens_from_trunk(trunk, max(self.config.finetune_tail, 1))
         table: torch.Tensor = self.visual_position  # type: ignore[assignment]  # a registered buffer
         position = table.expand(visual.shape[0], -1, -1).to(visual.dtype)
         visual = torch.cat([visual, position], dim=-1)
         queries = self.query_tokens.expand(visual.shape[0], -1, -1)
-        out = self.qformer(query_embeds=queries, encoder_hidden_states=visual, return_dict=True).last_hidden_state
-        return self.projection(out)
+        out: torch.Tensor = self.qformer(query_embeds=queries, encoder_hidden_states=visual, return_dict=True).last_hidden_state
+        return out
+
+    def prefix(self, trunk: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.query_outputs(trunk))
 
     def loss(self, trunk: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Next-token cross-entropy on the caption tokens only. ids: (B, T) padded with PAD."""
@@ -102,9 +106,9 @@ class LiteCaptioner(nn.Module):
         return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
 
     @torch.no_grad()
-    def generate(self, trunk: torch.Tensor, max_new_tokens: int) -> list[list[int]]:
-        """Greedy decoding; deterministic."""
-        prefix = self.prefix(trunk)
+    def generate(self, trunk: torch.Tensor, max_new_tokens: int, queries: torch.Tensor | None = None) -> list[list[int]]:
+        """Greedy decoding; deterministic. ``queries``: ``query_outputs(trunk)``, when the caller has them already."""
+        prefix = self.projection(self.query_outputs(trunk) if queries is None else queries)
         dev = prefix.device
         bos = self.llm.get_input_embeddings()(torch.full((prefix.shape[0], 1), BOS, device=dev))
         embeds = torch.cat([prefix, bos], dim=1)
@@ -117,6 +121,11 @@ class LiteCaptioner(nn.Module):
             ids = [i for i in row if i not in (PAD, BOS)]
             rows.append(ids[: ids.index(EOS)] if EOS in ids else ids)
         return rows
+
+
+def pooled_embedding(queries: torch.Tensor) -> torch.Tensor:
+    """The content embedding of a batch: the Q-Former's query outputs mean-pooled and L2-normalized, (B, H)."""
+    return torch.nn.functional.normalize(queries.float().mean(dim=1), dim=-1)
 
 
 def save_model_dir(

@@ -6,10 +6,10 @@ import pytest
 from mmfeat.errors import SchemaError
 from mmfeat.features import FeatureBuilder, encode_feature, item_features, lineage_headers
 from mmfeat.normalize import normalize_caption
-from mmfeat.schemas import UploadV1
+from mmfeat.schemas import EmbeddingV1, UploadV1
 from mmfeat.settings import ASSETS
 from mmfeat.tokenizers import load_tokenizers
-from mmfeat.triton_contract import Caption
+from mmfeat.triton_contract import Caption, pack_embedding
 
 NAMES = ["sp", "word", "hash", "decoder"]
 
@@ -59,3 +59,14 @@ def test_item_features_reads_tokens_and_lineage() -> None:
     for bad in (b"{", json.dumps({"token_ids": {"sp": [1]}}).encode(), json.dumps({"token_ids": {"word": ["x"]}}).encode()):
         with pytest.raises(SchemaError):
             item_features(bad, "word")
+
+
+def test_the_captioners_embedding_is_published_compactly_and_reads_back() -> None:
+    packed = pack_embedding([0.5, -0.25, 0.125, 1.0])
+    rec = builder().build(upload(), Caption(text="a cat", token_ids=[3], embedding=packed), "cap-v1", "sha")
+    value = json.loads(encode_feature(rec))
+    assert value["embedding"]["dtype"] == "float16" and value["embedding"]["dim"] == 4
+    assert EmbeddingV1.model_validate(value["embedding"]).packed() == packed
+    assert builder().build(upload(), Caption(text="a cat", token_ids=[3]), "cap-v1", "sha").embedding is None
+    with pytest.raises(ValueError, match="holds 8 bytes"):
+        EmbeddingV1(dim=3, b64=value["embedding"]["b64"])

@@ -43,3 +43,20 @@ def test_a_request_and_an_answer_read_back_on_the_other_side() -> None:
 def test_an_answer_without_a_tensor_is_an_error() -> None:
     with pytest.raises(ValueError, match="CAPTION"):
         contract.read_answer({"TOKEN_IDS": np.zeros((1, 1), np.int64)}.get)
+
+
+def test_the_embedding_travels_as_float16_and_a_bad_one_is_the_items_error() -> None:
+    vec = contract.pack_embedding([0.6, -0.8, 0.0])
+    caps = [contract.Caption("a dog", [5], vec), contract.Caption("a cat", [6], contract.pack_embedding([1.0, 0.0, 0.0]))]
+    answer = contract.answer_arrays(caps, "cap@1")
+    assert answer["EMBEDDING"].dtype == np.float16 and answer["EMBEDDING"].shape == (2, 3)
+    got, _ = contract.read_answer({name: a[:1] for name, a in answer.items()}.get)
+    assert got == caps[0] and got.embedding_array().tolist() == pytest.approx([0.6, -0.8, 0.0], abs=1e-3)
+    # a model without the output (the contract before it): the caption has no embedding
+    old = {k: v for k, v in answer.items() if k != "EMBEDDING"}
+    assert contract.read_answer({name: a[:1] for name, a in old.items()}.get)[0].embedding == b""
+    bad = dict(answer, EMBEDDING=np.array([[np.nan, 0, 0]], np.float16))
+    with pytest.raises(ValueError, match="non-finite"):
+        contract.read_answer({name: a[:1] for name, a in bad.items()}.get)
+    with pytest.raises(ValueError, match="differ in width"):
+        contract.answer_arrays([caps[0], contract.Caption("x", [1], contract.pack_embedding([1.0]))], "cap@1")

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from mmfeat.triton_contract import Caption
+from mmfeat.triton_contract import Caption, pack_embedding
 from workers.gate import DedupeStore, TokenBucket, content_key
 
 
@@ -41,3 +41,15 @@ def test_dedupe_store_only_answers_for_the_same_captioner_version(tmp_path: Path
     reopened = DedupeStore(tmp_path / "dedupe")  # persists across restarts
     assert reopened.get("k1", "v1") == cap
     reopened.close()
+
+
+def test_dedupe_store_keeps_the_embedding_and_an_entry_from_before_it_is_a_miss(tmp_path: Path) -> None:
+    import json
+
+    store = DedupeStore(tmp_path / "dedupe")
+    cap = Caption(text="a dog", token_ids=[5], embedding=pack_embedding([0.6, 0.8]))
+    store.put("k1", "v1", cap)
+    assert store.get("k1", "v1") == cap
+    store._db["k0"] = json.dumps({"v": "v1", "text": "a cat", "ids": [7]})  # written before embeddings
+    assert store.get("k0", "v1") is None  # captioned again, so its record carries the embedding like any other
+    store.close()

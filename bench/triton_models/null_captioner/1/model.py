@@ -8,6 +8,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 CAPTION = b"a small red apple next to a blue cup"
+EMBEDDING = np.full(8, 8**-0.5, dtype=np.float16)  # a fixed unit vector: the contract's shape, no meaning
 
 
 class TritonPythonModel:
@@ -21,6 +22,7 @@ class TritonPythonModel:
                         pb_utils.Tensor("CAPTION", np.array([[CAPTION]] * n, dtype=np.object_)),
                         pb_utils.Tensor("TOKEN_IDS", np.tile(np.arange(3, 12, dtype=np.int64), (n, 1))),
                         pb_utils.Tensor("CAPTIONER_VERSION", np.array([[b"null-0"]] * n, dtype=np.object_)),
+                        pb_utils.Tensor("EMBEDDING", np.tile(EMBEDDING, (n, 1))),
                     ]
                 )
             )

@@ -81,7 +81,7 @@ def embedding_costs(ds: Dataset, rows: np.ndarray, batches: int = 30, rounds: in
     rng = np.random.default_rng(0)
     cfg = model_config(ds, full)
     vocab = max(cfg.lists.values())
-    raw = [make_batch(ds, rng.choice(rows, BATCH, replace=False), full.lists)[:2] for _ in range(batches)]
+    raw = [make_batch(ds, rng.choice(rows, BATCH, replace=False), full)[:2] for _ in range(batches)]
     out: dict[str, dict[str, float]] = {}
     for size in (vocab, HASHED_VOCAB):
         hashed = torch.from_numpy(rng.choice(HASHED_VOCAB, vocab, replace=False)) if size != vocab else torch.arange(vocab)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS, DEFAULT_MAX_VALUES
 from mmfeat.errors import ConfigError
-from mmfeat.tokenizers import TOKENIZERS
+from mmfeat.tokenizers import TOKENIZERS, published_by_default
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -130,7 +130,7 @@ class Triton(_Section):
 class Features(_Section):
     """Caption -> feature record (mmfeat/features.py, mmfeat/tokenizers/)."""
 
-    tokenizers: list[str] = Field(default_factory=lambda: list(TOKENIZERS))
+    tokenizers: list[str] = Field(default_factory=published_by_default)
     tokenizer_dir: Path = ASSETS / "tokenizers"
     hash_buckets: int = Field(default=1 << 20, ge=16, le=1 << 31)
     caption_max_words: int = Field(default=32, ge=1)

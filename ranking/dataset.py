@@ -52,6 +52,7 @@ class Dataset:
     ts: np.ndarray
     dense: np.ndarray  # [N, d]
     visual: np.ndarray  # [items, V], gathered by item
+    content: np.ndarray  # [items, E] the captioner's content embedding, gathered by item (variants that read it)
     item_lists: dict[str, Jagged]  # per item
     profile_lists: dict[str, Jagged]  # per example
     labels: np.ndarray  # [N, T]
@@ -122,6 +123,16 @@ def reweighted(j: Jagged, scale: np.ndarray) -> Jagged:
     return Jagged(j.values, j.starts, np.where(total > 0, w / np.where(total > 0, total, 1.0), 0.0).astype(np.float32))
 
 
+COMPACT_OVER = 8  # an item list whose id space is this many times the item count gets a table of the ids in use
+
+
+def compacted(j: Jagged) -> tuple[Jagged, int]:
+    """The list with its ids renumbered densely (sorted order), and the table size that needs: a prefix-token space
+    of K + K^2 + K^3 ids is far larger than the ids a world's items use, and Adam updates every row of a table."""
+    used, dense_ids = np.unique(j.values, return_inverse=True)
+    return Jagged(dense_ids.astype(np.int64), j.starts, j.weights), max(1, len(used))
+
+
 def build_dataset(
     world: World,
     profile_cfg: ProfileConfig,
@@ -139,11 +150,15 @@ def build_dataset(
         return sizes.get(tok) or 1 + max((max(it.feature.token_ids[tok], default=0) for it in items), default=0)
 
     item_lists = {f"item_{tok}": jagged([it.feature.token_ids[tok] for it in items]) for tok in ranked()}
+    vocab = {f"item_{tok}": size_of(tok) for tok in ranked()}
+    for tok in ranked():
+        name = f"item_{tok}"
+        if tok != profile_tokenizer and vocab[name] > COMPACT_OVER * len(items):
+            item_lists[name], vocab[name] = compacted(item_lists[name])
     profiles, _ = point_in_time_profiles(world, profile_cfg, profile_tokenizer)
     if profile_idf:
         idf = token_idf([it.feature.token_ids[profile_tokenizer] for it in items], size_of(profile_tokenizer))
         profiles = {name: reweighted(j, idf) for name, j in profiles.items()}
-    vocab = {f"item_{tok}": size_of(tok) for tok in ranked()}
     vocab.update({name: size_of(profile_tokenizer) for name in profiles})
     uploaded = np.array([it.uploaded_at for it in items])
     age_days = (world.imp_ts - uploaded[world.imp_item]) / DAY
@@ -151,8 +166,11 @@ def build_dataset(
     dense = np.stack([age_days / world.config.days, np.sin(hour), np.cos(hour)], axis=1).astype(np.float32)
     visual = np.stack([it.visual for it in items]).astype(np.float32)
     visual = (visual - visual.mean(axis=0)) / (visual.std(axis=0) + 1e-6)
+    content = np.stack([it.embedding for it in items]).astype(np.float32)
+    content = (content - content.mean(axis=0)) / (content.std(axis=0) + 1e-6)
     return Dataset(
         user=world.imp_user, item=world.imp_item, owner=np.array([it.owner for it in items])[world.imp_item], ts=world.imp_ts,
-        dense=dense, visual=visual, item_lists=item_lists, profile_lists=profiles, labels=world.labels.astype(np.float32), vocab=vocab,
+        dense=dense, visual=visual, content=content, item_lists=item_lists, profile_lists=profiles,
+        labels=world.labels.astype(np.float32), vocab=vocab,
         table_of={f"item_{tok}": tok for tok in ranked()} | {name: profile_tokenizer for name in profiles},
     )  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
@@ -30,25 +31,48 @@ from ranking.train import Variant, predict, select_epochs, step_throughput, trai
 from ranking.world import DAY, TASKS, WorldConfig, build_world, caption_items
 
 PROFILE_LISTS = tuple(f"profile_{e}" for e in PROFILE_EVENTS)
+SEMANTIC = ("item_sid", "item_sid_prefix")
 VARIANTS = (
     Variant("baseline", (), "IDs + dense + frozen visual-encoder embedding (the paper's production baseline)"),
     *(
-        Variant(f"+ item tokens {spec.label}", (f"item_{name}",), f"MM-LLM caption token ids, tokenizer {spec.label} ({spec.summary})")
+        Variant(f"+ item tokens {spec.label}", (f"item_{name}",), f"MM-LLM {spec.summary} (tokenizer {spec.label})")
         for name, spec in TOKENIZERS.items()
         if spec.ranker
     ),
+    Variant("+ content embedding", (), "the captioner's pooled Q-Former embedding, through the dense arch", content=True),
+    Variant("+ item tokens A + C codes", ("item_sp", "item_sid"), "caption tokens A and semantic-ID codes"),
+    Variant("+ item tokens A + C prefixes", ("item_sp", "item_sid_prefix"), "caption tokens A and semantic-ID prefix tokens"),
+    Variant("+ item tokens A + content embedding", ("item_sp",), "caption tokens A and the content embedding", content=True),
     Variant(
         "+ item tokens A + user profiles A",
         ("item_sp", *PROFILE_LISTS),
         "+ user interest profiles per event type (tokenizer A), pooled as one bag",
     ),
+    Variant(
+        "+ all content features",
+        ("item_sp", *SEMANTIC, *PROFILE_LISTS),
+        "caption tokens A, semantic-ID codes and prefixes, the content embedding and user profiles A",
+        content=True,
+    ),
 )
 SUBSETS = 5
+TAIL_SHARE = 0.2  # tail items: the fifth of the items seen in training with the fewest training impressions
 QUICK = WorldConfig(users=60, items=80, owners=12, impressions=6000)
 
 
-def task_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, dict[str, float]]:
-    return {t: {"auc": auc(labels[:, i], probs[:, i]), "ne": normalized_entropy(labels[:, i], probs[:, i])} for i, t in enumerate(TASKS)}
+def task_metrics(labels: np.ndarray, probs: np.ndarray, tasks: Sequence[str] = TASKS) -> dict[str, dict[str, float]]:
+    """AUC and NE of each of ``tasks``."""
+    return {
+        t: {"auc": auc(labels[:, i], probs[:, i]), "ne": normalized_entropy(labels[:, i], probs[:, i])}
+        for i, t in enumerate(TASKS)
+        if t in tasks
+    }
+
+
+def defined_tasks(labels: np.ndarray, row_sets: Sequence[np.ndarray]) -> list[str]:
+    """The tasks with both labels present in every row set: those a slice's metrics can be computed for (a small
+    slice may hold no share at all in some subset)."""
+    return [t for i, t in enumerate(TASKS) if all(0 < labels[rows, i].sum() < len(rows) for rows in row_sets)]
 
 
 def mean_metrics(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -57,7 +81,7 @@ def mean_metrics(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str,
 
 
 def mean_over_tasks(m: dict[str, dict[str, float]], key: str) -> float:
-    return float(np.mean([m[t][key] for t in TASKS]))
+    return float(np.mean([m[t][key] for t in m]))
 
 
 def world_config(seed: int, quick: bool, overrides: dict[str, str] | None = None) -> WorldConfig:
@@ -108,10 +132,12 @@ def run(
     train_rows, eval_rows = np.arange(cut), np.arange(cut, n)
     subsets = np.array_split(np.random.default_rng(seed).permutation(eval_rows), SUBSETS)
 
+    slices = item_slices(ds, train_rows, eval_rows)
     results, models = train_variants(
-        ds, train_rows, eval_rows, subsets, epochs=epochs, max_epochs=max_epochs, train_seeds=train_seeds, seed=seed
+        ds, train_rows, eval_rows, subsets, epochs=epochs, max_epochs=max_epochs, train_seeds=train_seeds, seed=seed, slices=slices
     )
     table1 = gains_table(results)
+    slice_tables = {name: gains_table(results, name) for name in slices}
     base = results["variants"]["baseline"]
     full = VARIANTS[-1]
     full_r = results["variants"][full.name]
@@ -126,6 +152,7 @@ def run(
         "with_mmllm_prepare_and_step": with_["prepare_and_step"], "ratio_prepare_and_step": with_["prepare_and_step_ratio"],
     }  # fmt: skip
     results.update(
+        slices={name: slice_summary(ds, eval_rows, rows, subsets) for name, rows in slices.items()}, slice_tables=slice_tables,
         world=asdict(cfg), epochs={k: v["epochs"] for k, v in results["variants"].items()},
         examples={"train": int(cut), "eval": int(n - cut)}, train_seeds=train_seeds, table1=table1, table2=table2,
         ablation=ablation, importance=importance, importance_rank=ranked,
@@ -146,8 +173,10 @@ def train_variants(
     max_epochs: int,
     train_seeds: int,
     seed: int,
+    slices: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every variant trained ``train_seeds`` times: its metrics (means over the seeds, per evaluation subset too), and its first model."""
+    """Every variant trained ``train_seeds`` times: its metrics (means over the seeds, per evaluation subset too, and
+    per subset within each slice: the eval rows ``slices[name]`` selects), and its first model."""
     results: dict[str, Any] = {"variants": {}}
     models = {}
     cut = int(eval_rows[0])
@@ -162,24 +191,62 @@ def train_variants(
         by_seed = [task_metrics(ds.labels[eval_rows], probs) for _, _, probs in runs]
         # eval rows are cut..n-1
         per_subset = [mean_metrics([task_metrics(ds.labels[s], probs[s - cut]) for _, _, probs in runs]) for s in subsets]
+        by_slice = {}
+        for name, mask in (slices or {}).items():
+            within = [s[mask[s - cut]] for s in subsets]
+            tasks = defined_tasks(ds.labels, within)
+            by_slice[name] = {
+                "tasks": mean_metrics([task_metrics(ds.labels[eval_rows[mask]], probs[mask], tasks) for _, _, probs in runs]),
+                "subsets": [mean_metrics([task_metrics(ds.labels[w], probs[w - cut], tasks) for _, _, probs in runs]) for w in within],
+            }
         results["variants"][v.name] = {
-            "description": v.description, "lists": list(v.lists), "train_examples_per_s": runs[0][1], "epochs": chosen,
-            "validation_ne_by_epoch": curve, "tasks": mean_metrics(by_seed), "tasks_by_seed": by_seed, "subsets": per_subset,
+            "description": v.description, "lists": list(v.lists), "content_embedding": v.content, "train_examples_per_s": runs[0][1],
+            "epochs": chosen, "validation_ne_by_epoch": curve, "tasks": mean_metrics(by_seed), "tasks_by_seed": by_seed,
+            "subsets": per_subset, "slices": by_slice,
         }  # fmt: skip
     return results, models
 
 
-def gains_table(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The paper's Table 1: each variant's AUC and NE gain over the baseline, with paired t-tests over the subsets."""
-    base = results["variants"]["baseline"]
+def item_slices(ds: Dataset, train_rows: np.ndarray, eval_rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Masks over ``eval_rows``: ``new`` items (no impression in the training period: first seen in evaluation)
+    and ``tail`` items (seen in training, among the TAIL_SHARE of those with the fewest training impressions)."""
+    seen = np.bincount(ds.item[train_rows], minlength=len(ds.visual))
+    trained = np.flatnonzero(seen > 0)
+    order = trained[np.argsort(seen[trained], kind="stable")]
+    tail = np.zeros(len(seen), dtype=bool)
+    tail[order[: max(1, int(len(order) * TAIL_SHARE))]] = True
+    items = ds.item[eval_rows]
+    return {"new": seen[items] == 0, "tail": tail[items]}
+
+
+def slice_summary(ds: Dataset, eval_rows: np.ndarray, mask: np.ndarray, subsets: list[np.ndarray]) -> dict[str, Any]:
+    cut = int(eval_rows[0])
+    rows = eval_rows[mask]
+    return {
+        "eval_examples": int(mask.sum()), "share_of_eval": float(mask.mean()), "items": len(np.unique(ds.item[rows])),
+        "examples_per_subset": [int(mask[s - cut].sum()) for s in subsets],
+        "positives": {t: int(ds.labels[rows, i].sum()) for i, t in enumerate(TASKS)},
+    }  # fmt: skip
+
+
+def gains_table(results: dict[str, Any], within: str | None = None) -> list[dict[str, Any]]:
+    """The paper's Table 1: each variant's AUC and NE gain over the baseline, with paired t-tests over the subsets;
+    ``within``: on one slice's examples only."""
+
+    def view(name: str) -> dict[str, Any]:
+        r = results["variants"][name]
+        return r if within is None else r["slices"][within]
+
+    base = view("baseline")
     table1 = []
     for v in VARIANTS[1:]:
-        r = results["variants"][v.name]
-        a_gain = float(np.mean([auc_gain(base["tasks"][t]["auc"], r["tasks"][t]["auc"]) for t in TASKS]))
-        n_gain = float(np.mean([ne_gain(base["tasks"][t]["ne"], r["tasks"][t]["ne"]) for t in TASKS]))
+        r = view(v.name)
+        tasks = list(base["tasks"])
+        a_gain = float(np.mean([auc_gain(base["tasks"][t]["auc"], r["tasks"][t]["auc"]) for t in tasks]))
+        n_gain = float(np.mean([ne_gain(base["tasks"][t]["ne"], r["tasks"][t]["ne"]) for t in tasks]))
         _, p_ne = paired_ttest([mean_over_tasks(m, "ne") for m in base["subsets"]], [mean_over_tasks(m, "ne") for m in r["subsets"]])
         _, p_auc = paired_ttest([mean_over_tasks(m, "auc") for m in base["subsets"]], [mean_over_tasks(m, "auc") for m in r["subsets"]])
-        table1.append({"variant": v.name, "auc_gain": a_gain, "ne_gain": n_gain, "p_ne": p_ne, "p_auc": p_auc})
+        table1.append({"variant": v.name, "auc_gain": a_gain, "ne_gain": n_gain, "p_ne": p_ne, "p_auc": p_auc, "tasks": tasks})
     return table1
 
 
@@ -198,7 +265,7 @@ def ablation_and_importance(
     rng = np.random.default_rng(seed + 1)
     importance = {}
     ne_full = mean_over_tasks(first, "ne")
-    for feat in ("user", "item", "owner", "dense", "visual", *full.lists):
+    for feat in ("user", "item", "owner", "dense", "visual", *(("content",) if full.content else ()), *full.lists):
         perm = rng.permutation(eval_rows)
         shuffled = task_metrics(ds.labels[eval_rows], predict(model, ds, eval_rows, full, {feat: perm}))
         importance[feat] = mean_over_tasks(shuffled, "ne") - ne_full
@@ -246,11 +313,39 @@ def plot_report(results: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
+def table_rows(table: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"| {r['variant']} | {100 * r['auc_gain']:.2f}% | {100 * r['ne_gain']:.2f}% | {r['p_ne']:.1e} | {r['p_auc']:.1e} |" for r in table
+    ]
+
+
+def slice_lines(results: dict[str, Any]) -> list[str]:
+    """Table 1 again within each slice, with what the slice holds."""
+    lines = []
+    titles = {
+        "new": "new items (first seen in the evaluation period)",
+        "tail": f"tail items (the {TAIL_SHARE:.0%} of trained items with fewest impressions)",
+    }
+    for name, table in results["slice_tables"].items():
+        info = results["slices"][name]
+        lines += [
+            f"### Within {titles.get(name, name)}: {info['eval_examples']} evaluation examples ({100 * info['share_of_eval']:.1f}%), "
+            f"{info['items']} items, {min(info['examples_per_subset'])}-{max(info['examples_per_subset'])} per subset",
+            "",
+            "| variant | AUC gain (1-AUC) | NE gain | p (NE) | p (AUC) |",
+            "|---|---|---|---|---|",
+            *table_rows(table),
+            "",
+        ]
+    return lines
+
+
 def write_report(results: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     slim = {k: v for k, v in results.items() if k != "variants"}
     slim["variants"] = {
-        k: {kk: vv for kk, vv in v.items() if kk != "subsets"} | {"subsets": v["subsets"]} for k, v in results["variants"].items()
+        k: {kk: vv for kk, vv in v.items() if kk not in ("subsets", "slices")} | {"subsets": v["subsets"], "slices": v["slices"]}
+        for k, v in results["variants"].items()
     }
     (out_dir / "report.json").write_text(json.dumps(slim, indent=1) + "\n")
 
@@ -276,8 +371,9 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
         "",
         "| variant | AUC gain (1-AUC) | NE gain | p (NE) | p (AUC) |",
         "|---|---|---|---|---|",
-        *(f"| {r['variant']} | {100 * r['auc_gain']:.2f}% | {100 * r['ne_gain']:.2f}% | {r['p_ne']:.1e} | {r['p_auc']:.1e} |" for r in t1),
+        *table_rows(t1),
         "",
+        *slice_lines(results),
         "## Table 2 analog (full model vs baseline, relative NE change per task; negative = better)",
         "",
         "| task | ΔNE |",
@@ -297,7 +393,8 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
         "## Training throughput",
         "",
         f"- without MM-LLM features: {results['training_qps']['without_mmllm']:.0f} examples/s",
-        f"- with item tokens and profiles: {results['training_qps']['with_mmllm']:.0f} examples/s "
+        f"- with all content features (item tokens A, semantic IDs C, the content embedding, profiles A): "
+        f"{results['training_qps']['with_mmllm']:.0f} examples/s "
         f"(ratio {results['training_qps']['ratio']:.3f}; the model step, side by side: the variants take turns step by step "
         "over 30 batches of 512, 15 rounds, median of the per-round ratios)",
         f"- the same, with the pooling layout (`EmbeddingArch.prepare`, a batch reader's job) inside the timed step: "

@@ -22,6 +22,7 @@ class Variant:
     name: str
     lists: tuple[str, ...]  # which token-list features the model gets; IDs, dense and visual always
     description: str
+    content: bool = False  # the captioner's content embedding joins the dense features (through the dense arch)
 
 
 def model_config(ds: Dataset, variant: Variant, overrides: Mapping[str, Any] | None = None) -> RankerConfig:
@@ -31,7 +32,8 @@ def model_config(ds: Dataset, variant: Variant, overrides: Mapping[str, Any] | N
     profiles = tuple(n for n in variant.lists if n.startswith("profile_"))
     cfg = RankerConfig(
         n_users=int(ds.user.max()) + 1, n_items=len(ds.visual), n_owners=int(ds.owner.max()) + 1,
-        dense_dim=ds.dense.shape[1], visual_dim=ds.visual.shape[1], lists={n: ds.vocab[n] for n in variant.lists},
+        dense_dim=ds.dense.shape[1], visual_dim=ds.visual.shape[1] + (ds.content.shape[1] if variant.content else 0),
+        lists={n: ds.vocab[n] for n in variant.lists},
         weighted=frozenset(profiles), tasks=TASKS, shared={n: ds.table_of[n] for n in variant.lists},
         bags={"profile": profiles} if profiles else {},
     )  # fmt: skip
@@ -45,11 +47,12 @@ def optimizer(model: DLRMRanker) -> torch.optim.Optimizer:
 
 
 def make_batch(
-    ds: Dataset, rows: np.ndarray, lists: Sequence[str], shuffle: dict[str, np.ndarray] | None = None
+    ds: Dataset, rows: np.ndarray, variant: Variant, shuffle: dict[str, np.ndarray] | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, IdList], torch.Tensor, torch.Tensor]:
     """``shuffle`` maps a feature name to a permutation of ``rows`` that feature is read from instead."""
     sh = shuffle or {}
-    src = {name: sh.get(name, rows) for name in ("user", "item", "owner", "dense", "visual", *lists)}
+    lists = variant.lists
+    src = {name: sh.get(name, rows) for name in ("user", "item", "owner", "dense", "visual", "content", *lists)}
     ids = {
         "user": torch.from_numpy(ds.user[src["user"]]),
         "item": torch.from_numpy(ds.item[src["item"]]),
@@ -61,7 +64,10 @@ def make_batch(
             out_lists[name] = ds.item_lists[name].gather(ds.item[src[name]])
         else:
             out_lists[name] = ds.profile_lists[name].gather(src[name])
-    dense = torch.from_numpy(np.concatenate([ds.dense[src["dense"]], ds.visual[ds.item[src["visual"]]]], axis=1))
+    parts = [ds.dense[src["dense"]], ds.visual[ds.item[src["visual"]]]]
+    if variant.content:
+        parts.append(ds.content[ds.item[src["content"]]])
+    dense = torch.from_numpy(np.concatenate(parts, axis=1))
     return ids, out_lists, dense, torch.from_numpy(ds.labels[rows])
 
 
@@ -78,7 +84,7 @@ def train(
     for _ in range(epochs):
         order = rng.permutation(rows)
         for start in range(0, len(order), batch):
-            ids, id_lists, dense, labels = make_batch(ds, order[start : start + batch], variant.lists)
+            ids, id_lists, dense, labels = make_batch(ds, order[start : start + batch], variant)
             # batch assembly, pooling layout included, is the readers' job (parallel in production): timed apart
             layout = model.embeddings.prepare(ids, id_lists)
             t0 = time.perf_counter()
@@ -128,7 +134,7 @@ def step_throughput(
     for v in variants:
         model, loss_fn = DLRMRanker(model_config(ds, v, overrides)), MultiTaskLoss()
         opt = optimizer(model)
-        batches = [make_batch(ds, r, v.lists) for r in chosen]
+        batches = [make_batch(ds, r, v) for r in chosen]
         prepared = [model.embeddings.prepare(ids, lists) for ids, lists, _, _ in batches]  # the reader's layout, once
         setups.append((v, model, loss_fn, opt, batches, prepared))
     modes = ("step", "prepare_and_step")
@@ -163,6 +169,6 @@ def predict(model: DLRMRanker, ds: Dataset, rows: np.ndarray, variant: Variant, 
     for start in range(0, len(rows), 4096):
         part = rows[start : start + 4096]
         sub = {k: v[start : start + 4096] for k, v in (shuffle or {}).items()}
-        ids, lists, dense, _ = make_batch(ds, part, variant.lists, sub)
+        ids, lists, dense, _ = make_batch(ds, part, variant, sub)
         out.append(torch.sigmoid(model(model.embeddings.prepare(ids, lists), dense)).numpy())
     return np.concatenate(out)

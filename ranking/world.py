@@ -23,6 +23,7 @@ from captioner.world.clipart import DrawingCache, Scene, load_vocabulary, make_s
 from mmfeat.features import FeatureBuilder
 from mmfeat.schemas import FeatureRecordV1, UploadV1
 from mmfeat.settings import DEFAULT_CAPTIONER, Settings
+from mmfeat.tokenizers import ranked
 
 TASKS = ("like", "comment", "share", "time_spent", "consumption")
 EVENT_OF_TASK = {"like": "like", "comment": "comment", "share": "share", "time_spent": "time_spent", "consumption": "view"}
@@ -45,6 +46,9 @@ class WorldConfig:
     w_relation: float = 2.0  # the user's liked relation or action word in the scene
     drift: float = 0.0  # share of users whose interests change to new ones at a random time in the period
     late_users: float = 0.0  # share of users who join late (in the last 40% of the period), so have little history
+    upload_until: float = 1.0  # uploads arrive through this share of the period: new items keep arriving to the end
+    fresh_boost: float = 2.0  # a new item's extra exposure (times its popularity weight), fading over fresh_days
+    fresh_days: float = 2.0
     start_ts: float = 1_790_000_000.0
 
 
@@ -57,6 +61,12 @@ class Item:
     scene: Scene
     feature: FeatureRecordV1
     visual: np.ndarray  # pooled frozen encoder embedding [1280]
+
+    @property
+    def embedding(self) -> np.ndarray:
+        """The captioner's content embedding, as published in the feature record (float16 values)."""
+        assert self.feature.embedding is not None, f"{self.item_id}: the feature record has no content embedding"
+        return np.frombuffer(self.feature.embedding.packed(), dtype="<f2").astype(np.float32)
 
 
 @dataclass
@@ -100,7 +110,9 @@ def caption_items(
     from captioner.processing import to_tensor
 
     runtime = CaptionerRuntime(DEFAULT_CAPTIONER)
-    builder = FeatureBuilder.of(settings.features)
+    # the published lists, and every list the ranker reads (semantic IDs are opt-in on a live worker)
+    names = [*settings.features.tokenizers, *(n for n in ranked() if n not in settings.features.tokenizers)]
+    builder = FeatureBuilder.of(settings.features.model_copy(update={"tokenizers": names}))
     encoder = load_pretrained()
     spec = make_splits(load_vocabulary()).train
     rendered = list(scenes(spec, cfg.items, seed=cfg.seed + 1000, cache=DrawingCache()))
@@ -131,7 +143,7 @@ def build_world(cfg: WorldConfig, captioned: list[tuple[Scene, FeatureRecordV1, 
     span = cfg.days * DAY
     items = []
     for i, (scene, feature, visual) in enumerate(captioned):
-        at = cfg.start_ts + span * 0.8 * (i / max(1, len(captioned)))  # uploads through the first 80% of the period
+        at = cfg.start_ts + span * cfg.upload_until * (i / max(1, len(captioned)))
         items.append(Item(i, feature.item_id, i % cfg.owners, at, scene, feature, visual))
     likes = np.zeros((cfg.users, len(names)))
     for u in range(cfg.users):
@@ -159,8 +171,17 @@ def build_world(cfg: WorldConfig, captioned: list[tuple[Scene, FeatureRecordV1, 
     item_idx = np.empty(cfg.impressions, dtype=np.int64)
     n_up = np.searchsorted(uploaded, ts, side="right")
     cum = np.cumsum(pop_w)
+    # a fresh item's extra exposure (platforms explore new uploads): drawn with probability its share of the boost.
+    # With fresh_boost=0 and upload_until=0.8 the world is the one before both settings, draw for draw
+    fresh_span = cfg.fresh_days * DAY
     for k in range(cfg.impressions):
         avail = max(1, int(n_up[k]))
+        if cfg.fresh_boost > 0:
+            boost = cfg.fresh_boost * pop_w[:avail] * np.exp(-(ts[k] - uploaded[:avail]) / fresh_span)
+            fresh, draw = float(boost.sum()), float(rng.uniform())
+            if draw < fresh / (fresh + cum[avail - 1]):
+                item_idx[k] = min(avail - 1, int(np.searchsorted(np.cumsum(boost), draw * (fresh + cum[avail - 1]), side="right")))
+                continue
         item_idx[k] = int(np.searchsorted(cum[:avail], rng.uniform(0, cum[avail - 1]), side="right"))
     item_names = np.zeros((len(items), len(names)))
     for it in items:

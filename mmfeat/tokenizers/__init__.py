@@ -4,6 +4,8 @@
     word     tokenizer B: a closed word vocabulary (decodes to words; the profiles' default)
     hash     the hashing trick over words
     decoder  the captioner decoder's own ids, passed through
+    sid      tokenizer C: semantic IDs, residual K-means codes of the captioner's content embedding
+    sid_prefix  tokenizer C's other list: one token per code prefix
 
 The settings (which lists are published, which one profiles aggregate), `mmfeat train-tokenizers`, the
 ranker's item lists and the exporter all derive from ``TOKENIZERS``. Adding a tokenizer is one module here
@@ -16,13 +18,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mmfeat.errors import ConfigError
-from mmfeat.tokenizers import decoder, hashing, sentencepiece, word
+from mmfeat.tokenizers import decoder, hashing, semantic, sentencepiece, word
 from mmfeat.tokenizers.base import Context, TextTokenizer, Tokenizer, TokenizerSpec
 from mmfeat.tokenizers.hashing import HashingTokenizer
 from mmfeat.tokenizers.sentencepiece import SP_FILE, train_sentencepiece
 from mmfeat.tokenizers.word import UNK_WORD_ID, WORD_FILE, build_word_vocab
 
-TOKENIZERS: dict[str, TokenizerSpec] = {spec.name: spec for spec in (sentencepiece.SPEC, word.SPEC, hashing.SPEC, decoder.SPEC)}
+TOKENIZERS: dict[str, TokenizerSpec] = {
+    spec.name: spec for spec in (sentencepiece.SPEC, word.SPEC, hashing.SPEC, decoder.SPEC, semantic.SPEC, semantic.PREFIX_SPEC)
+}
 DECODER = decoder.SPEC.name
 
 
@@ -32,8 +36,18 @@ def ranked() -> tuple[str, ...]:
 
 
 def trainable() -> tuple[TokenizerSpec, ...]:
-    """The tokenizers `mmfeat train-tokenizers` trains (those with files)."""
+    """The tokenizers `mmfeat train-tokenizers` trains on the caption corpus."""
     return tuple(spec for spec in TOKENIZERS.values() if spec.train is not None)
+
+
+def embedding_trainable() -> tuple[TokenizerSpec, ...]:
+    """The tokenizers `mmfeat train-tokenizers` trains on content embeddings."""
+    return tuple(spec for spec in TOKENIZERS.values() if spec.train_embeddings is not None)
+
+
+def published_by_default() -> list[str]:
+    """``MMFEAT_TOKENIZERS``' default."""
+    return [name for name, spec in TOKENIZERS.items() if spec.default]
 
 
 def spec_of(name: str) -> TokenizerSpec:
@@ -58,5 +72,6 @@ def load_tokenizers(names: Iterable[str], tokenizer_dir: Path, hash_buckets: int
 
 __all__ = [
     "DECODER", "SP_FILE", "TOKENIZERS", "UNK_WORD_ID", "WORD_FILE", "Context", "HashingTokenizer", "TextTokenizer", "Tokenizer",
-    "TokenizerSpec", "build_word_vocab", "load_tokenizers", "ranked", "spec_of", "train_sentencepiece", "trainable",
+    "TokenizerSpec", "build_word_vocab", "embedding_trainable", "load_tokenizers", "published_by_default", "ranked", "spec_of",
+    "train_sentencepiece", "trainable",
 ]  # fmt: skip

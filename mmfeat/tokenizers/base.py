@@ -6,7 +6,9 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+import numpy as np
 
 from mmfeat.triton_contract import Caption
 
@@ -65,7 +67,10 @@ class TokenizerSpec:
     load: Callable[[Context], Tokenizer]
     files: tuple[str, ...] = ()  # what its training writes into the tokenizer dir
     train: Callable[[Sequence[str], Path], str] | None = None  # normalized corpus, dir -> what it wrote, one line
+    # or trained on content embeddings: (embeddings [N, dim], captioner version, corpus meta, dir) -> what it wrote
+    train_embeddings: Callable[[np.ndarray, str, dict[str, Any], Path], str] | None = None
     ranker: bool = False  # the ranker's item token lists include it
+    default: bool = True  # published unless MMFEAT_TOKENIZERS says otherwise
 
 
 def sha8(data: bytes) -> str:

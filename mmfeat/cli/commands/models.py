@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -21,23 +21,51 @@ def make_captioner(out_dir: Annotated[Path, typer.Option("--out")] = Path("model
     console.print(f"captioner: wrote {out_dir} version={m.version} (untrained: captions are random words)")
 
 
+EMBEDDING_CORPUS, EMBEDDING_SEED = 2000, 4242  # the committed codebook's corpus: scenes apart from the world's and the tests'
+
+
 @app.command("train-tokenizers")
 def train_tokenizers(
     out_dir: Annotated[Path | None, typer.Option("--out")] = None,
-    captions: Annotated[int, typer.Option(help="Corpus size")] = 20000,
+    captions: Annotated[int, typer.Option(help="Caption corpus size")] = 20000,
     seed: int = 0,
+    embeddings: Annotated[int, typer.Option(help="Embedding corpus size (scenes through the captioner), for C")] = EMBEDDING_CORPUS,
+    embedding_seed: int = EMBEDDING_SEED,
+    captioner: Annotated[Path, typer.Option(help="The captioner whose embeddings C quantizes")] = DEFAULT_CAPTIONER,
+    only: Annotated[list[str] | None, typer.Option(help="Train only these tokenizers (by name)")] = None,
 ) -> None:
-    """Train every tokenizer that has files (A: SentencePiece, B: word vocabulary, ...) on the caption corpus."""
+    """Train every tokenizer that has files: A (SentencePiece) and B (word vocabulary) on the caption corpus, C (semantic
+    IDs) on content embeddings of rendered scenes from the captioner's own call."""
     from captioner.world.clipart import caption_corpus
     from mmfeat.normalize import normalize_caption
-    from mmfeat.tokenizers import trainable
+    from mmfeat.tokenizers import embedding_trainable, trainable
 
     target = out_dir or load_settings(**_flags).features.tokenizer_dir
     target.mkdir(parents=True, exist_ok=True)
-    corpus = [normalize_caption(c) for c in caption_corpus(captions, seed)]
-    for spec in trainable():
-        assert spec.train is not None
-        console.print(f"tokenizers: {spec.name} ({spec.label}): wrote {spec.train(corpus, target)}")
+    text_specs = [s for s in trainable() if not only or s.name in only]
+    if text_specs:
+        corpus = [normalize_caption(c) for c in caption_corpus(captions, seed)]
+        for spec in text_specs:
+            assert spec.train is not None
+            console.print(f"tokenizers: {spec.name} ({spec.label}): wrote {spec.train(corpus, target)}")
+    emb_specs = [s for s in embedding_trainable() if not only or s.name in only]
+    if emb_specs:
+        vectors, version = _embeddings(embeddings, embedding_seed, captioner)
+        meta = {"scenes": "clipart train split", "scene_seed": embedding_seed}
+        for spec in emb_specs:
+            assert spec.train_embeddings is not None
+            console.print(f"tokenizers: {spec.name} ({spec.label}): wrote {spec.train_embeddings(vectors, version, meta, target)}")
+
+
+def _embeddings(n: int, seed: int, captioner: Path) -> tuple[Any, str]:
+    import sys
+
+    from tqdm import tqdm
+
+    from captioner.embeddings import embedding_corpus
+
+    with tqdm(total=n, desc="embed scenes", unit="scene", file=sys.stderr) as bar:
+        return embedding_corpus(n, seed, captioner, progress=lambda k: bar.update(k - bar.n))
 
 
 @app.command("build-clipart-vocab")

@@ -22,7 +22,12 @@ def test_quick_eval_writes_every_table(tmp_path: Path) -> None:
     assert [r["variant"] for r in doc["table1"]] == [v.name for v in VARIANTS[1:]]
     assert all(0.0 <= r["p_ne"] <= 1.0 and 0.0 <= r["p_auc"] <= 1.0 for r in doc["table1"])
     assert set(doc["table2"]) == set(TASKS)
-    assert set(doc["importance_rank"]) == {"user", "item", "owner", "dense", "visual", *VARIANTS[-1].lists}
+    assert set(doc["importance_rank"]) == {"user", "item", "owner", "dense", "visual", "content", *VARIANTS[-1].lists}
+    # the new-item and tail slices: Table 1 within each, for every variant, over the same subsets
+    assert set(doc["slice_tables"]) == {"new", "tail"}
+    for name, table in doc["slice_tables"].items():
+        assert [r["variant"] for r in table] == [v.name for v in VARIANTS[1:]]
+        assert doc["slices"][name]["eval_examples"] == sum(doc["slices"][name]["examples_per_subset"]) > 0, name
     assert doc["training_qps"]["with_mmllm"] > 0 and doc["training_qps"]["without_mmllm"] > 0
     # the paired per-round ratio and the ratio of the medians measure one thing on one machine
     assert 0.5 < doc["training_qps"]["ratio"] / (doc["training_qps"]["with_mmllm"] / doc["training_qps"]["without_mmllm"]) < 2

@@ -13,7 +13,9 @@ import torch
 from captioner.world.clipart import BlankDrawings, load_vocabulary, make_splits, scenes
 from mmfeat.engagements import DEFAULT_EVENT_WEIGHTS
 from mmfeat.profile import ProfileConfig, build_profiles, profile_features
-from mmfeat.schemas import FeatureRecordV1
+from mmfeat.schemas import EmbeddingV1, FeatureRecordV1
+from mmfeat.semantic_ids import code_ids, prefix_ids
+from mmfeat.triton_contract import pack_embedding
 from ranking.dataset import PROFILE_EVENTS, Jagged, build_dataset, engagements_of, point_in_time_profiles, reweighted, token_idf
 from ranking.world import DAY, TASK_BIAS, WorldConfig, build_world, relation_word
 
@@ -29,9 +31,12 @@ def fake_captioned(cfg: WorldConfig) -> list[tuple]:
     for i, (_, scene) in enumerate(scenes(spec, cfg.items, seed=cfg.seed, cache=BlankDrawings())):
         words = scene.captions[0].split()
         ids = {"sp": [zlib.crc32(w.encode()) % 100 for w in words], "word": [zlib.crc32(w.encode()) % 150 for w in words]}
+        codes = rng.integers(0, 4, 3)
+        ids |= {"sid": code_ids(codes, 4), "sid_prefix": prefix_ids(codes, 4)}
+        embedding = EmbeddingV1.of(pack_embedding(rng.normal(size=8)))
         rec = FeatureRecordV1(item_id=f"w-{i}", owner_id="o", caption=scene.captions[0], caption_raw=scene.captions[0], token_ids=ids,
                               captioner_version="test", tokenizer_versions={}, content_sha256="x",
-                              upload_created_at=datetime(2026, 1, 1, tzinfo=UTC))  # fmt: skip
+                              upload_created_at=datetime(2026, 1, 1, tzinfo=UTC), embedding=embedding)  # fmt: skip
         out.append((scene, rec, rng.normal(size=16)))
     return out
 
@@ -135,7 +140,8 @@ def test_model_config_overrides_size_the_ranker_for_the_throughput_bench() -> No
     ds = build_dataset(build_world(CFG, fake_captioned(CFG)), PCFG)
     full = VARIANTS[-1]
     cfg = model_config(ds, full, {"over": (48, 24, 12)})
-    assert cfg.over == (48, 24, 12) and set(cfg.lists) == set(full.lists) and cfg.weighted == frozenset(full.lists[1:])
+    assert cfg.over == (48, 24, 12) and set(cfg.lists) == set(full.lists)
+    assert cfg.weighted == frozenset(n for n in full.lists if n.startswith("profile_"))
     model = DLRMRanker(cfg)
     assert [m.out_features for m in model.over if isinstance(m, torch.nn.Linear)] == [48, 24, 12]
     assert model.heads.heads.in_features == 12

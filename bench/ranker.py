@@ -10,7 +10,10 @@ reports from.
 It also times the embedding layer alone, forward and backward, for the eval's batches of the full variant,
 three ways side by side: the ranker's one table-batched sparse product, one table-batched
 ``embedding_bag`` call, and what the ranker did before (an ``nn.Embedding`` per id feature and a sparse
-product for the token table); and the same with the token ids hashed into a 2^18 vocabulary.
+product for the token table), and TorchRec's ``EmbeddingBagCollection`` on a ``KeyedJaggedTensor`` (torchrec 1.9.2
+with fbgemm-gpu-nightly-cpu 2026.10.16: fbgemm-gpu-cpu 1.9.0 does not load with torch 2.15, an undefined
+``c10::report_overflow``); and the same with the token ids hashed into a 2^18 vocabulary. Every method's output
+is checked against the ranker's before it is timed.
 """
 
 from __future__ import annotations
@@ -97,12 +100,100 @@ def embedding_costs(ds: Dataset, rows: np.ndarray, batches: int = 30, rounds: in
             methods[ranker].append(partial(arch, layout))
             methods[bag].append(partial(_bag_all, arch, layout))
             methods[earlier].append(partial(before, ids, before.lists_only(layout)))
+        params = [arch.weight, *before.parameters()]
+        rec = TorchRecBags.of(arch)
+        if rec is not None:
+            kjts = [rec.kjt(ids, {n: replace(ids_n, values=hashed[ids_n.values]) for n, ids_n in lists.items()}) for ids, lists in raw]
+            methods[TORCHREC] = [partial(rec, kjt) for kjt in kjts]
+            params += list(rec.parameters())
         first = {name: calls[0]().detach() for name, calls in methods.items()}
         for name, embedded in first.items():
             if not torch.allclose(first[ranker], embedded, atol=1e-5):
                 raise AssertionError(f"embedding by {name} differs from the ranker's")
-        out[str(size)] = time_side_by_side(methods, rounds, [arch.weight, *before.parameters()])
+        out[str(size)] = time_side_by_side(methods, rounds, params)
     return out
+
+
+TORCHREC = "torchrec EmbeddingBagCollection on a KeyedJaggedTensor"
+
+
+def torchrec_versions() -> dict[str, str] | None:
+    """torchrec's and fbgemm's versions when both import (with this torch), else None."""
+    try:
+        from importlib.metadata import version
+
+        import fbgemm_gpu  # noqa: F401  # its operators load against this torch, or raise
+        import torchrec  # noqa: F401
+    except (ImportError, OSError):
+        return None
+    fbgemm = next((d for d in ("fbgemm-gpu-cpu", "fbgemm-gpu-nightly-cpu", "fbgemm-gpu") if _installed(d)), "fbgemm-gpu")
+    return {"torch": torch.__version__, "torchrec": version("torchrec"), fbgemm: version(fbgemm)}
+
+
+def _installed(dist: str) -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version(dist)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+class TorchRecBags(torch.nn.Module):
+    """The ranker's embedded features through TorchRec: one weighted ``EmbeddingBagCollection`` (SUM pooling) with
+    a table per ranker table and a feature per id feature and list, fed a ``KeyedJaggedTensor`` whose per-entry
+    weights are the ranker's (1 for an id, 1/length for an unweighted list: the mean, the profile weights); a
+    bag is the sum of its lists' pooled vectors, which equals pooling them merged. Its tables start as copies of
+    ``arch``'s, so its output equals the ranker's."""
+
+    def __init__(self, arch: EmbeddingArch) -> None:
+        from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
+
+        super().__init__()
+        self.arch = arch
+        self.inputs = [*ID_FEATURES, *arch.lists, *(n for members in arch.bags.values() for n in members)]
+        by_table: dict[str, list[str]] = {}
+        for name in self.inputs:
+            by_table.setdefault(arch.table_of[name], []).append(name)
+        tables = [
+            EmbeddingBagConfig(name=t, embedding_dim=arch.weight.shape[1], num_embeddings=arch.rows[t][1], feature_names=features,
+                               pooling=PoolingType.SUM)
+            for t, features in by_table.items()
+        ]  # fmt: skip
+        self.ebc = EmbeddingBagCollection(tables=tables, is_weighted=True)
+        with torch.no_grad():
+            for t in by_table:
+                self.ebc.embedding_bags[t].weight.copy_(arch.table(t))
+
+    @classmethod
+    def of(cls, arch: EmbeddingArch) -> TorchRecBags | None:
+        return cls(arch) if torchrec_versions() is not None else None
+
+    def kjt(self, ids: dict[str, torch.Tensor], lists: dict[str, Any]) -> Any:
+        """The batch as a KeyedJaggedTensor (a batch reader's job, as ``EmbeddingArch.prepare`` is)."""
+        from torchrec import KeyedJaggedTensor
+
+        values, lengths, weights = [], [], []
+        for name in self.inputs:
+            if name in ID_FEATURES:
+                values.append(ids[name])
+                lengths.append(torch.ones(len(ids[name]), dtype=torch.long))
+                weights.append(torch.ones(len(ids[name])))
+                continue
+            il = lists[name]
+            n = torch.diff(il.offsets, append=torch.tensor([len(il.values)]))
+            values.append(il.values)
+            lengths.append(n)
+            w = il.weights if name in self.arch.weighted and il.weights is not None else (1.0 / n.clamp(min=1).float()).repeat_interleave(n)
+            weights.append(w.float())
+        return KeyedJaggedTensor(keys=self.inputs, values=torch.cat(values), lengths=torch.cat(lengths), weights=torch.cat(weights))
+
+    def forward(self, kjt: Any) -> torch.Tensor:
+        pooled = self.ebc(kjt).to_dict()
+        vectors = [pooled[n] for n in (*ID_FEATURES, *self.arch.lists)]
+        vectors += [torch.stack([pooled[n] for n in members]).sum(0) for members in self.arch.bags.values()]
+        return torch.stack(vectors, dim=1)
 
 
 def _bag_all(arch: EmbeddingArch, layout: Layout) -> torch.Tensor:

@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 import torch
 
 from captioner.world.clipart import BlankDrawings, load_vocabulary, make_splits, scenes
@@ -31,8 +32,8 @@ def fake_captioned(cfg: WorldConfig) -> list[tuple]:
     for i, (_, scene) in enumerate(scenes(spec, cfg.items, seed=cfg.seed, cache=BlankDrawings())):
         words = scene.captions[0].split()
         ids = {"sp": [zlib.crc32(w.encode()) % 100 for w in words], "word": [zlib.crc32(w.encode()) % 150 for w in words]}
-        codes = rng.integers(0, 4, 3)
-        ids |= {"sid": code_ids(codes, 4), "sid_prefix": prefix_ids(codes, 4)}
+        codes = rng.integers(0, 16, 3)
+        ids |= {"sid": code_ids(codes, 16), "sid_prefix": prefix_ids(codes, 16)}
         embedding = EmbeddingV1.of(pack_embedding(rng.normal(size=8)))
         rec = FeatureRecordV1(item_id=f"w-{i}", owner_id="o", caption=scene.captions[0], caption_raw=scene.captions[0], token_ids=ids,
                               captioner_version="test", tokenizer_versions={}, content_sha256="x",
@@ -71,8 +72,22 @@ def test_dataset_shapes() -> None:
     world = build_world(CFG, fake_captioned(CFG))
     ds = build_dataset(world, PCFG)
     assert len(ds) == CFG.impressions and ds.labels.shape == (CFG.impressions, 5)
-    assert set(ds.profile_lists) == {f"profile_{e}" for e in PROFILE_EVENTS} and set(ds.item_lists) == {"item_sp", "item_word"}
+    assert set(ds.profile_lists) == {f"profile_{e}" for e in PROFILE_EVENTS}
+    assert set(ds.item_lists) == {"item_sp", "item_word", "item_sid", "item_sid_prefix"}
     assert ds.table_of["profile_like"] == "sp" == ds.table_of["item_sp"]
+    assert ds.content.shape == (CFG.items, 8) and np.allclose(ds.content.mean(axis=0), 0, atol=1e-5)
+
+
+def test_a_sparse_id_space_is_compacted_to_the_ids_in_use() -> None:
+    from ranking.dataset import compacted, jagged
+
+    j = jagged([[5000, 7], [7, 900_000], []])
+    dense, size = compacted(j)
+    assert size == 3 and dense.values.tolist() == [1, 0, 0, 2] and dense.starts.tolist() == j.starts.tolist()
+    # the prefix tokens' space (K + K^2 + K^3) is far above the items': its table holds the ids in use only
+    ds = build_dataset(build_world(CFG, fake_captioned(CFG)), PCFG)
+    used = {p for it in build_world(CFG, fake_captioned(CFG)).items for p in it.feature.token_ids["sid_prefix"]}
+    assert ds.vocab["item_sid_prefix"] == len(used) and int(ds.item_lists["item_sid_prefix"].values.max()) == len(used) - 1
 
 
 def test_world_settings_are_checked_by_name_and_type() -> None:
@@ -150,15 +165,19 @@ def test_model_config_overrides_size_the_ranker_for_the_throughput_bench() -> No
     assert all(r["step"] > 0 and r["prepare_and_step"] > 0 for r in rates.values())
     # ratios are against the first variant, round by round
     assert rates[VARIANTS[0].name]["step_ratio"] == rates[VARIANTS[0].name]["prepare_and_step_ratio"] == 1.0
-    assert all(0.2 < r["step_ratio"] < 5 and r["step_ratio"] != 1.0 for r in list(rates.values())[1:])
+    # one round: each ratio is that round's rate over the first variant's (no timing bound: the machine may be busy)
+    first = rates[VARIANTS[0].name]
+    assert all(r["step_ratio"] == pytest.approx(r["step"] / first["step"]) for r in rates.values())
 
 
 def test_the_embedding_bench_times_methods_that_agree() -> None:
-    from bench.ranker import HASHED_VOCAB, embedding_costs
+    from bench.ranker import HASHED_VOCAB, TORCHREC, embedding_costs, torchrec_versions
 
     ds = build_dataset(build_world(CFG, fake_captioned(CFG)), PCFG)
     costs = embedding_costs(ds, np.arange(1000), batches=2, rounds=1)  # raises if a method's output differs from the ranker's
     vocab = str(ds.vocab["item_sp"])
     assert set(costs) == {vocab, str(HASHED_VOCAB)}
-    assert all(len(by_method) == 3 for by_method in costs.values())
+    # four methods: TorchRec's EmbeddingBagCollection too (torchrec and fbgemm are in the lock, and load with this torch)
+    assert torchrec_versions() is not None
+    assert all(len(by_method) == 4 and TORCHREC in by_method for by_method in costs.values())
     assert all(ms > 0 for by_method in costs.values() for ms in by_method.values())

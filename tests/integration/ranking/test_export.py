@@ -65,3 +65,35 @@ def test_export_joins_items_and_point_in_time_profiles(ps: Settings, tmp_path: P
             assert r[f"profile_{ev}_weights"] == pytest.approx(weights)
     first = rows[0]
     assert first["profile_like_ids"] == [] and first["profile_view_ids"] == []  # nothing before the first engagement
+
+
+def test_profiles_of_semantic_id_prefixes_are_exported_with_the_code_lists(ps: Settings, tmp_path: Path) -> None:
+    """MMFEAT_PROFILE_TOKENIZER=sid_prefix: the exporter's profile columns aggregate prefix tokens, next to the
+    items' code and prefix lists as published."""
+    s = ps.updated({"profile_tokenizer": "sid_prefix"})
+    codes = {f"it-{i}": [i % 2, 64 + i % 3, 128 + i] for i in range(5)}
+    prefixes = {f"it-{i}": [i % 2, 64 + 3 * (i % 2) + i % 3, 4160 + i] for i in range(5)}  # items share coarse prefixes
+    values = {k: json.dumps({"item_id": k, "token_ids": {"sid": codes[k], "sid_prefix": prefixes[k]}}).encode() for k in codes}
+    send_records(s, [OutRecord(s.topics.features_topic, k, v) for k, v in values.items()])
+    evs = [
+        EngagementV1(user_id=f"u{i % 2}", item_id=f"it-{i % 5}", event="like", ts=START + timedelta(minutes=i), event_id=f"s{i}")
+        for i in range(20)
+    ]
+    send_records(s, engagement_records(s, evs))
+    out = tmp_path / "sid.parquet"
+    done = run_cli(s, "export-training-data", "--out", str(out), "--tokenizers", "sid,sid_prefix")
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(out)
+    assert table.schema.metadata[b"mmfeat.profile_tokenizer"] == b"sid_prefix"
+    rows = table.to_pylist()
+    assert len(rows) == len(evs)
+    assert all(r["item_sid_ids"] == codes[r["item_id"]] and r["item_sid_prefix_ids"] == prefixes[r["item_id"]] for r in rows)
+    cfg = profile_config(s)
+    log = valid_engagements(records(s, s.topics.engagements_topic), s)
+    for r in rows[1::5]:
+        t = r["ts"].timestamp()
+        before = build_profiles([e for e in log if e.ts < t and e.user_id == r["user_id"]], prefixes, cfg)
+        ids, weights = features_at(before.get(r["user_id"]), cfg, t).get("like", ([], []))
+        assert r["profile_like_ids"] == ids and set(ids) <= {p for v in prefixes.values() for p in v}
+        assert r["profile_like_weights"] == pytest.approx(weights)
+    assert rows[-1]["profile_like_ids"]  # a profile of prefix tokens, not empty

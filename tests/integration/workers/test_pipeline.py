@@ -119,3 +119,54 @@ def test_the_trained_default_captioner_names_what_is_in_the_scene(settings: Sett
         found += len(mentioned(value.caption, names) & set(scene.names))
         total += len(scene.names)
     assert found / total >= 0.8, f"{found}/{total} objects named"
+
+
+def test_semantic_ids_come_from_the_embedding_of_the_same_triton_call(settings: Settings) -> None:
+    """Tokenizer C opted in, on the trained default captioner: each record's embedding is the model's (computed
+    offline on the same images) and its codes are the committed codebook's of that embedding; the untrained
+    captioner's records are refused as codebook_mismatch, one DLQ record each, the worker going on."""
+    import base64
+
+    import numpy as np
+
+    from captioner.evaluation.quality import held_out_sets
+    from captioner.world.clipart import png_bytes
+    from mmfeat.schemas import DlqRecordV1, now_utc
+    from mmfeat.semantic_ids import code_ids, prefix_ids
+
+    names = [*settings.features.tokenizers, "sid", "sid_prefix"]
+    s = settings.updated({"triton_model": "captioner_default", "tokenizers": names})
+    images = held_out_sets(6, seed=11)[0].images
+    blobs = [png_bytes(img) for img in images]
+    uploads = [
+        UploadV1(item_id=f"sid-{i}", owner_id="o", media_type="image", media_b64=base64.b64encode(b).decode(), created_at=now_utc())
+        for i, b in enumerate(blobs)
+    ]
+    send_uploads(s, iter(uploads))
+    stats = BackgroundWorker(s, max_records=len(uploads), idle_exit_s=60).join(180)
+    assert (stats.features, stats.dlq) == (len(uploads), 0)
+    feats = by_key(records(s, s.topics.features_topic))
+    runtime = CaptionerRuntime(DEFAULT_CAPTIONER)
+    offline = runtime.caption([runtime.decode(b, s.fetch.max_pixels) for b in blobs], [""] * len(blobs))
+    toks = load_tokenizers(["sid", "sid_prefix"], s.features.tokenizer_dir, s.features.hash_buckets)
+    book = toks["sid"].book  # type: ignore[attr-defined]
+    for i, cap in enumerate(offline):
+        value = FeatureRecordV1.model_validate_json(feats[f"sid-{i}"].value or b"")
+        assert value.embedding is not None and value.embedding.dim == 256
+        got = np.frombuffer(value.embedding.packed(), dtype="<f2").astype(np.float32)
+        assert np.abs(got - cap.embedding_array()).max() < 2e-2  # the same model on the same pixels, batched differently
+        codes = book.encode(got[None, :])[0]
+        assert value.token_ids["sid"] == code_ids(codes, book.size)
+        assert value.token_ids["sid_prefix"] == prefix_ids(codes, book.size)
+        assert (
+            value.tokenizer_versions["sid"] == toks["sid"].version and value.tokenizer_versions["sid_prefix"] == toks["sid_prefix"].version
+        )
+
+    other = settings.updated({"tokenizers": names})  # the untrained captioner: not the codebook's embedding space
+    more = [u.model_copy(update={"item_id": f"sidx-{i}"}) for i, u in enumerate(uploads[:3])]
+    send_uploads(other, iter(more))
+    stats = BackgroundWorker(other, max_records=len(more), idle_exit_s=60).join(180)
+    assert (stats.features, stats.dlq) == (0, len(more))
+    dlq = [DlqRecordV1.model_validate_json(r.value or b"") for r in records(other, other.topics.dlq_topic)]
+    assert sorted(d.item_id or "" for d in dlq) == sorted(u.item_id for u in more)
+    assert {d.reason for d in dlq} == {"codebook_mismatch"} and all("quantizes captioner" in d.error_message for d in dlq)

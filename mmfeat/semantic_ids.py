@@ -189,3 +189,55 @@ def quality(book: Codebook, x: np.ndarray) -> dict[str, Any]:
         "unique_full_code_share": float((counts[inverse.reshape(-1)] == 1).mean()),
         "relative_error": per_level[-1]["relative_error"],
     }  # fmt: skip
+
+
+SHAPES: tuple[tuple[int, int], ...] = tuple((levels, k) for levels in (2, 3, 4) for k in (16, 32, 64, 128, 256))
+
+
+def sweep(
+    train: np.ndarray, heldout: np.ndarray, captioner_version: str, shapes: tuple[tuple[int, int], ...] = SHAPES
+) -> list[dict[str, Any]]:
+    """Each (levels, K) trained on ``train`` and measured on it and on ``heldout`` (embeddings it never saw):
+    the figures a codebook's shape is chosen by. A random-assignment baseline is each shape's error if every
+    item took a random code sequence (what a code carries when it says nothing about the content)."""
+    out = []
+    rng = np.random.default_rng(0)
+    for levels, k in shapes:
+        book = train_codebook(train, levels=levels, codes=k, seed=0, captioner_version=captioner_version, corpus={})
+        on_train, on_heldout = quality(book, train), quality(book, heldout)
+        random_codes = rng.integers(0, k, size=(len(heldout), levels))
+        x = np.asarray(heldout, dtype=np.float64)
+        residual = x - book.reconstruct(random_codes)
+        out.append({
+            "shape": book.shape, "levels": levels, "codes": k, "train": on_train, "heldout": on_heldout,
+            "heldout_relative_error_random_codes": float((residual * residual).sum(1).mean() / (x * x).sum(1).mean()),
+        })  # fmt: skip
+    return out
+
+
+def plot_sweep(points: list[dict[str, Any]], chosen: str, path: Path) -> None:
+    """Held-out quantization error and unique-code share per shape; the committed shape marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for levels in sorted({p["levels"] for p in points}):
+        row = [p for p in points if p["levels"] == levels]
+        ks = [p["codes"] for p in row]
+        axes[0].plot(ks, [p["heldout"]["relative_error"] for p in row], "o-", label=f"{levels} levels")
+        axes[1].plot(ks, [p["heldout"]["unique_full_code_share"] for p in row], "o-", label=f"{levels} levels")
+    pick = next(p for p in points if p["shape"] == chosen)
+    axes[0].plot([pick["codes"]], [pick["heldout"]["relative_error"]], "r*", ms=14, label=f"committed {chosen}")
+    axes[1].plot([pick["codes"]], [pick["heldout"]["unique_full_code_share"]], "r*", ms=14)
+    axes[0].set_ylabel("held-out relative quantization error")
+    axes[1].set_ylabel("held-out items with a unique full code")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("codes per level (K)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

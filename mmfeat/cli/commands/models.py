@@ -68,6 +68,47 @@ def _embeddings(n: int, seed: int, captioner: Path) -> tuple[Any, str]:
         return embedding_corpus(n, seed, captioner, progress=lambda k: bar.update(k - bar.n))
 
 
+@app.command("eval-semantic-ids")
+def eval_semantic_ids(
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("results"),
+    embeddings: Annotated[int, typer.Option(help="Training embeddings (the committed codebook's corpus)")] = EMBEDDING_CORPUS,
+    heldout: Annotated[int, typer.Option(help="Held-out embeddings (other scenes)")] = 500,
+    captioner: Annotated[Path, typer.Option(help="The captioner whose embeddings are quantized")] = DEFAULT_CAPTIONER,
+) -> None:
+    """Codebook shapes side by side (levels x codes): usage, unique full codes, quantization error on held-out scenes."""
+    from rich.table import Table
+
+    from mmfeat.semantic_ids import plot_sweep, quality, sweep
+    from mmfeat.settings import ASSETS
+    from mmfeat.tokenizers.semantic import load_codebook
+
+    train, version = _embeddings(embeddings, EMBEDDING_SEED, captioner)
+    held, _ = _embeddings(heldout, EMBEDDING_SEED + 1, captioner)
+    points = sweep(train, held, version)
+    committed = load_codebook(ASSETS / "tokenizers")
+    doc = {
+        "captioner_version": version, "train_embeddings": len(train), "heldout_embeddings": len(held),
+        "committed": {"shape": committed.shape, "version_digest": committed.digest, "train": quality(committed, train),
+                      "heldout": quality(committed, held), "codebook_captioner": committed.captioner_version},
+        "shapes": points,
+    }  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "semantic_ids.json").write_text(json.dumps(doc, indent=1) + "\n")
+    plot_sweep(points, committed.shape, out_dir / "semantic_ids.png")
+    table = Table(title=f"semantic-ID codebooks on {version} ({len(train)} train / {len(held)} held-out embeddings)")
+    for col in ("shape", "codes used (held-out)", "unique full codes", "rel. error train", "rel. error held-out", "random codes"):
+        table.add_column(col, no_wrap=True)
+    for p in points:
+        mark = " *" if p["shape"] == committed.shape else ""
+        used = "/".join(f"{100 * level['codes_used']:.0f}%" for level in p["heldout"]["levels"])
+        table.add_row(
+            p["shape"] + mark, used, f"{100 * p['heldout']['unique_full_code_share']:.1f}%", f"{p['train']['relative_error']:.3f}",
+            f"{p['heldout']['relative_error']:.3f}", f"{p['heldout_relative_error_random_codes']:.3f}",
+        )  # fmt: skip
+    out.print(table)
+    console.print(f"eval: wrote {out_dir / 'semantic_ids.json'} and {out_dir / 'semantic_ids.png'} (* the committed codebook)")
+
+
 @app.command("build-clipart-vocab")
 def build_clipart_vocab(
     root: Annotated[Path, typer.Option(help="openclipart-png's png/ folder")] = Path("/usr/share/openclipart/png"),

@@ -88,3 +88,16 @@ def test_the_committed_codebook_tokenizes_the_captioners_embedding_and_refuses_a
 def test_semantic_ids_are_opt_in_and_ranked() -> None:
     assert "sid" not in published_by_default() and "sid_prefix" not in published_by_default()
     assert TOKENIZERS["sid"].ranker and TOKENIZERS["sid_prefix"].ranker
+
+
+def test_the_sweep_measures_every_shape_on_held_out_embeddings_against_random_codes() -> None:
+    from mmfeat.semantic_ids import sweep
+
+    x = blobs(n=700, dim=10, centers=40, seed=3)
+    points = sweep(x[:500], x[500:], "cap@1", shapes=((2, 8), (3, 8)))
+    assert [p["shape"] for p in points] == ["rq2x8", "rq3x8"]
+    for p in points:
+        assert p["heldout"]["items"] == 200 and p["train"]["items"] == 500
+        # real codes explain the held-out embeddings far better than random code sequences from the same codebook
+        assert p["heldout"]["relative_error"] < 0.5 * p["heldout_relative_error_random_codes"]
+    assert points[1]["heldout"]["relative_error"] < points[0]["heldout"]["relative_error"]  # a third level helps

@@ -96,15 +96,19 @@ def eval_semantic_ids(
     (out_dir / "semantic_ids.json").write_text(json.dumps(doc, indent=1) + "\n")
     plot_sweep(points, committed.shape, out_dir / "semantic_ids.png")
     table = Table(title=f"semantic-ID codebooks on {version} ({len(train)} train / {len(held)} held-out embeddings)")
-    for col in ("shape", "codes used (held-out)", "unique full codes", "rel. error train", "rel. error held-out", "random codes"):
+    for col in ("shape", "used", "unique", "error", "held-out", "random"):
         table.add_column(col, no_wrap=True)
     for p in points:
         mark = " *" if p["shape"] == committed.shape else ""
-        used = "/".join(f"{100 * level['codes_used']:.0f}%" for level in p["heldout"]["levels"])
+        used = "/".join(f"{100 * level['codes_used']:.0f}" for level in p["heldout"]["levels"])
         table.add_row(
             p["shape"] + mark, used, f"{100 * p['heldout']['unique_full_code_share']:.1f}%", f"{p['train']['relative_error']:.3f}",
-            f"{p['heldout']['relative_error']:.3f}", f"{p['heldout_relative_error_random_codes']:.3f}",
+            f"{p['heldout']['relative_error']:.3f}", f"{p['heldout_random_codebook']['relative_error']:.3f}",
         )  # fmt: skip
+    table.caption = (
+        "used: % of codes per level used by held-out items; unique: held-out items with a full code of their own; error: relative "
+        "quantization error on the training embeddings, held-out: on the others, random: a codebook of random training rows"
+    )
     out.print(table)
     console.print(f"eval: wrote {out_dir / 'semantic_ids.json'} and {out_dir / 'semantic_ids.png'} (* the committed codebook)")
 

@@ -90,7 +90,7 @@ def test_semantic_ids_are_opt_in_and_ranked() -> None:
     assert TOKENIZERS["sid"].ranker and TOKENIZERS["sid_prefix"].ranker
 
 
-def test_the_sweep_measures_every_shape_on_held_out_embeddings_against_random_codes() -> None:
+def test_the_sweep_measures_every_shape_on_held_out_embeddings_against_a_random_codebook() -> None:
     from mmfeat.semantic_ids import sweep
 
     x = blobs(n=700, dim=10, centers=40, seed=3)
@@ -98,6 +98,6 @@ def test_the_sweep_measures_every_shape_on_held_out_embeddings_against_random_co
     assert [p["shape"] for p in points] == ["rq2x8", "rq3x8"]
     for p in points:
         assert p["heldout"]["items"] == 200 and p["train"]["items"] == 500
-        # real codes explain the held-out embeddings far better than random code sequences from the same codebook
-        assert p["heldout"]["relative_error"] < 0.5 * p["heldout_relative_error_random_codes"]
+        # k-means explains the held-out embeddings better than a codebook of random training rows
+        assert p["heldout"]["relative_error"] < p["heldout_random_codebook"]["relative_error"]
     assert points[1]["heldout"]["relative_error"] < points[0]["heldout"]["relative_error"]  # a third level helps

@@ -39,6 +39,9 @@ def render_record(rec: TopicRecord) -> Text:
         t.append(f"  caption: {clean(repr(value.get('caption')), 400)}\n", style="green")
         for name, ids in sorted(value["token_ids"].items()):
             t.append(f"  {clean(name, 20):<8} {short_ids(ids) if isinstance(ids, list) else clean(ids, 80)}\n")
+        emb = value.get("embedding")
+        if isinstance(emb, dict):
+            t.append(f"  embedding: {clean(emb.get('dtype'), 16)} x {clean(emb.get('dim'), 16)}\n")
         t.append(f"  lineage: captioner={clean(rec.headers.get(H_CAPTIONER))} schema={clean(rec.headers.get(H_SCHEMA))}\n", style="dim")
         t.append(f"           tokenizers={clean(rec.headers.get(H_TOKENIZERS))}\n", style="dim")
     elif isinstance(value, dict) and "error_message" in value:

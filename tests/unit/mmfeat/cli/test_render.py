@@ -1,0 +1,36 @@
+"""`mmfeat tail`'s rendering of a feature record: the embedding line, and whatever a topic holds there escaped."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mmfeat.cli.render import render_record
+from mmfeat.kafka.reader import TopicRecord
+from mmfeat.untrusted import clean
+
+
+def record(value: object) -> TopicRecord:
+    return TopicRecord("media.item-features.v1", 0, 7, 0, "it-1", json.dumps(value).encode(), {})
+
+
+def test_a_feature_record_shows_its_lists_and_its_embedding() -> None:
+    value = {"caption": "a dog", "token_ids": {"sid": [5, 71, 129]}, "embedding": {"dtype": "float16", "dim": 256, "b64": "AAA="}}
+    text = render_record(record(value)).plain
+    assert "sid      [5 71 129] (3)" in text and "embedding: float16 x 256" in text
+
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+json_values = st.recursive(scalars, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values, json_values)
+def test_any_embedding_field_renders_as_one_escaped_line(dtype: object, dim: object) -> None:
+    plain = render_record(record({"caption": "x", "token_ids": {}, "embedding": {"dtype": dtype, "dim": dim}})).plain
+    without = render_record(record({"caption": "x", "token_ids": {}})).plain
+    assert len(plain.splitlines()) == len(without.splitlines()) + 1  # no forged line
+    line = next(x for x in plain.splitlines() if x.startswith("  embedding: "))
+    assert clean(line, 10**6) == line  # nothing left that clean would escape

@@ -38,3 +38,9 @@ def test_one_batched_generate_is_deterministic_and_batch_invariant(runtime: Capt
         assert cap.text
     singles = [runtime.caption([img], [""])[0] for img in imgs]
     assert singles == batch
+    # the Q-Former's pooled output rides along (a forward hook in the same generate): unit norm, its width
+    import numpy as np
+
+    width = runtime.engine.model.config.qformer_config.hidden_size
+    assert all(len(c.embedding_array()) == width and abs(np.linalg.norm(c.embedding_array()) - 1) < 1e-2 for c in batch)
+    assert len({c.embedding for c in batch}) == 6

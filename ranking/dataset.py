@@ -52,7 +52,7 @@ class Dataset:
     ts: np.ndarray
     dense: np.ndarray  # [N, d]
     visual: np.ndarray  # [items, V], gathered by item
-    content: np.ndarray  # [items, E] the captioner's content embedding, gathered by item (variants that read it)
+    content: np.ndarray  # [items, E] the captioner's content embedding (principal components), gathered by item
     item_lists: dict[str, Jagged]  # per item
     profile_lists: dict[str, Jagged]  # per example
     labels: np.ndarray  # [N, T]
@@ -123,6 +123,19 @@ def reweighted(j: Jagged, scale: np.ndarray) -> Jagged:
     return Jagged(j.values, j.starts, np.where(total > 0, w / np.where(total > 0, total, 1.0), 0.0).astype(np.float32))
 
 
+CONTENT_DIMS = 32  # the content embedding's leading principal components the ranker reads
+
+
+def principal_components(x: np.ndarray, k: int) -> np.ndarray:
+    """[N, d] -> [N, min(k, d)]: the rows' coordinates on the k leading principal components, each scaled to unit
+    variance. A fixed input transform of this ranker (as the profiles' IDF is): the dense arch's first layer then
+    reads 32 numbers more, not 256, which is most of what the embedding costs a training step."""
+    centered = np.asarray(x, dtype=np.float64) - np.mean(x, axis=0)
+    _, _, vt = np.linalg.svd(centered, full_matrices=False)
+    coords = centered @ vt[: min(k, len(vt))].T
+    return (coords / (coords.std(axis=0) + 1e-9)).astype(np.float32)
+
+
 COMPACT_OVER = 8  # an item list whose id space is this many times the item count gets a table of the ids in use
 
 
@@ -166,8 +179,7 @@ def build_dataset(
     dense = np.stack([age_days / world.config.days, np.sin(hour), np.cos(hour)], axis=1).astype(np.float32)
     visual = np.stack([it.visual for it in items]).astype(np.float32)
     visual = (visual - visual.mean(axis=0)) / (visual.std(axis=0) + 1e-6)
-    content = np.stack([it.embedding for it in items]).astype(np.float32)
-    content = (content - content.mean(axis=0)) / (content.std(axis=0) + 1e-6)
+    content = principal_components(np.stack([it.embedding for it in items]), CONTENT_DIMS)
     return Dataset(
         user=world.imp_user, item=world.imp_item, owner=np.array([it.owner for it in items])[world.imp_item], ts=world.imp_ts,
         dense=dense, visual=visual, content=content, item_lists=item_lists, profile_lists=profiles,

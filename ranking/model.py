@@ -51,7 +51,7 @@ class RankerConfig:
     # lists that share one embedding table (list -> table name), e.g. item tokens and profile tokens of one
     # tokenizer: the same token then has the same vector on both sides, so their dot product is a match score
     shared: Mapping[str, str] = field(default_factory=dict)
-    # lists pooled as one bag (bag name -> lists of one table), e.g. a user's profile per event type: the bag's
+    # lists pooled as one bag (bag name -> lists), e.g. a user's profile per event type: the bag's
     # vector is the sum of its lists' pooled vectors, one vector where the lists would add one each. The
     # interaction's pairs grow with the square of its vectors, and an id in several of the lists enters the
     # bag once with its weights added, so a bag costs far less per step than its lists apart
@@ -142,9 +142,6 @@ class EmbeddingArch(nn.Module):
         self.lists = sorted(set(cfg.lists) - set(in_bags))
         self.features = (*ID_FEATURES, *self.lists, *self.bags)
         self.table_of = {n: n for n in ID_FEATURES} | {n: cfg.shared.get(n, n) for n in cfg.lists}
-        for b, members in self.bags.items():
-            if len({self.table_of[n] for n in members}) != 1:
-                raise ValueError(f"bag {b!r}: its lists {members} must share one table")
         sizes = {"user": cfg.n_users, "item": cfg.n_items, "owner": cfg.n_owners}
         for n in sorted(cfg.lists):
             if self.table_of[n] in ID_FEATURES:
@@ -202,8 +199,11 @@ class EmbeddingArch(nn.Module):
         self, members: Sequence[str], batch: int, example: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A bag's entries with each id entered once per example, its weights in the bag's lists added: sorted by
-        example, then column."""
-        first, size = self.rows[self.table_of[members[0]]]
+        example, then column. Its lists may hold ids of different tables (semantic-ID codes and prefixes): the
+        keys then span the rows from the first of its tables to the end of the last."""
+        spans = [self.rows[self.table_of[n]] for n in members]
+        first = min(start for start, _ in spans)
+        size = max(start + n for start, n in spans) - first
         keys = example * size + cols - first
         n_keys = batch * size
         if n_keys <= DENSE_BAG_KEYS:  # a count per possible key: about twice as fast as sorting the keys

@@ -25,6 +25,10 @@ class Variant:
     content: bool = False  # the captioner's content embedding joins the dense features (through the dense arch)
 
 
+# semantic-ID codes and prefix tokens, when a variant reads both, pooled as one bag: one vector in the interaction
+SEMANTIC_BAG = ("item_sid", "item_sid_prefix")
+
+
 def model_config(ds: Dataset, variant: Variant, overrides: Mapping[str, Any] | None = None) -> RankerConfig:
     """The ranker for ``variant`` on ``ds``; ``overrides``: other RankerConfig fields (e.g. ``over``). The
     profile lists (one per event type) are pooled as one bag, ``profile``: the sum of the event types'
@@ -35,7 +39,7 @@ def model_config(ds: Dataset, variant: Variant, overrides: Mapping[str, Any] | N
         dense_dim=ds.dense.shape[1], visual_dim=ds.visual.shape[1] + (ds.content.shape[1] if variant.content else 0),
         lists={n: ds.vocab[n] for n in variant.lists},
         weighted=frozenset(profiles), tasks=TASKS, shared={n: ds.table_of[n] for n in variant.lists},
-        bags={"profile": profiles} if profiles else {},
+        bags=({"profile": profiles} if profiles else {}) | ({"semantic": SEMANTIC_BAG} if set(SEMANTIC_BAG) <= set(variant.lists) else {}),
     )  # fmt: skip
     return replace(cfg, **(overrides or {}))
 

@@ -135,7 +135,6 @@ def test_a_bag_pools_the_sum_of_its_lists_and_takes_an_id_in_both_once(vocab: in
 @pytest.mark.parametrize(
     ("bags", "shared", "error"),
     [
-        ({"p": ("profile_like", "item_word")}, {"item_word": "word"}, "share one table"),
         ({"p": ("profile_like",), "q": ("profile_like",)}, {}, "at most one bag"),
         ({"p": ("profile_share",)}, {}, "at most one bag"),
         ({"p": ()}, {}, "no bag empty"),
@@ -145,6 +144,30 @@ def test_bags_are_checked(bags: dict[str, tuple[str, ...]], shared: dict[str, st
     with pytest.raises(ValueError, match=error):
         lists = {"profile_like": 5, "item_word": 5}
         EmbeddingArch(RankerConfig(n_users=2, n_items=2, n_owners=1, dense_dim=1, lists=lists, shared=shared, bags=bags))
+
+
+def test_a_bag_over_two_tables_is_the_sum_of_their_lists_pooled() -> None:
+    """Semantic-ID codes and prefixes, each its own table, pooled as one bag: each list's mean, added."""
+    cfg = RankerConfig(n_users=5, n_items=4, n_owners=2, dense_dim=1, lists={"item_sid": 12, "item_sid_prefix": 40},
+                       bags={"semantic": ("item_sid", "item_sid_prefix")})  # fmt: skip
+    arch = EmbeddingArch(cfg)
+    assert arch.features == ("user", "item", "owner", "semantic")
+    ids, lists, _, _ = batch(7, cfg, seed=2)
+    got = arch(arch.prepare(ids, lists))
+    want = sum(
+        torch.nn.functional.embedding_bag(lists[n].values, arch.table(n), lists[n].offsets, mode="mean")
+        for n in ("item_sid", "item_sid_prefix")
+    )
+    assert torch.allclose(got[:, 3], want, atol=1e-6)
+    grad = torch.randn_like(got)
+    (got * grad).sum().backward()
+    assert arch.weight.grad is not None
+    got_grad = arch.weight.grad.clone()
+    arch.zero_grad()
+    (want * grad[:, 3]).sum().backward()
+    for k, name in enumerate(ID_FEATURES):
+        (torch.nn.functional.embedding(ids[name], arch.table(name)) * grad[:, k]).sum().backward()
+    assert torch.allclose(got_grad, arch.weight.grad, atol=1e-5)
 
 
 def test_a_batch_whose_lists_are_all_empty_pools_them_to_zeros() -> None:

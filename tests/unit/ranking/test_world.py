@@ -76,6 +76,7 @@ def test_dataset_shapes() -> None:
     assert set(ds.item_lists) == {"item_sp", "item_word", "item_sid", "item_sid_prefix"}
     assert ds.table_of["profile_like"] == "sp" == ds.table_of["item_sp"]
     assert ds.content.shape == (CFG.items, 8) and np.allclose(ds.content.mean(axis=0), 0, atol=1e-5)
+    assert np.allclose(ds.content.std(axis=0), 1, atol=1e-4)
 
 
 def test_a_sparse_id_space_is_compacted_to_the_ids_in_use() -> None:
@@ -181,3 +182,16 @@ def test_the_embedding_bench_times_methods_that_agree() -> None:
     assert torchrec_versions() is not None
     assert all(len(by_method) == 4 and TORCHREC in by_method for by_method in costs.values())
     assert all(ms > 0 for by_method in costs.values() for ms in by_method.values())
+
+
+def test_principal_components_keep_the_directions_of_most_variance() -> None:
+    from ranking.dataset import principal_components
+
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(10, 10)))[0]
+    x = (rng.normal(size=(500, 10)) * np.array([9.0, 5.0] + [0.1] * 8)) @ basis.T + 3.0
+    pcs = principal_components(x, 2)
+    assert pcs.shape == (500, 2) and np.allclose(pcs.std(axis=0), 1, atol=1e-4)
+    # the two kept coordinates explain x up to the small directions: least squares residual is tiny
+    fit = np.linalg.lstsq(np.c_[pcs, np.ones(500)], x, rcond=None)[0]
+    assert ((np.c_[pcs, np.ones(500)] @ fit - x) ** 2).mean() < 0.02

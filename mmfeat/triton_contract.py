@@ -40,8 +40,10 @@ class Caption:
 
 
 def pack_embedding(vector: Sequence[float] | np.ndarray) -> bytes:
-    """A content embedding's wire and record form: float16, little-endian."""
-    return np.asarray(vector, dtype="<f2").tobytes()
+    """A content embedding's wire and record form: float16, little-endian (a value beyond float16's range becomes
+    inf quietly here; ``read_answer`` refuses it)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(vector, dtype="<f2").tobytes()
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,10 @@ def read_answer(get: Callable[[str], np.ndarray | None]) -> tuple[Caption, str]:
     emb = get(EMBEDDING.name)
     if emb is not None and emb.size > MAX_EMBEDDING_DIM:
         raise ValueError(f"tensor {EMBEDDING.name} has {emb.size} values (at most {MAX_EMBEDDING_DIM})")
-    if emb is not None and not np.isfinite(emb).all():
-        raise ValueError(f"tensor {EMBEDDING.name} has non-finite values")
     embedding = b"" if emb is None else pack_embedding(emb.reshape(-1))
+    # checked after the cast: a finite float32 above 65504 is inf in float16, which no record may carry
+    if not np.isfinite(np.frombuffer(embedding, dtype="<f2")).all():
+        raise ValueError(f"tensor {EMBEDDING.name} has non-finite values (in float16)")
     return Caption(text=text, token_ids=ids, embedding=embedding), version
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from google.protobuf import text_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tritonclient.grpc import model_config_pb2
 
 from mmfeat import triton_contract as contract
@@ -60,3 +62,26 @@ def test_the_embedding_travels_as_float16_and_a_bad_one_is_the_items_error() -> 
         contract.read_answer({name: a[:1] for name, a in bad.items()}.get)
     with pytest.raises(ValueError, match="differ in width"):
         contract.answer_arrays([caps[0], contract.Caption("x", [1], contract.pack_embedding([1.0]))], "cap@1")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([np.float16, np.float32, np.float64, np.int64]),
+    st.lists(st.integers(0, 80), min_size=1, max_size=3) | st.just([1, 5000]),
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+)
+def test_any_embedding_tensor_is_read_or_refused_as_that_items_error(dtype: type, shape: list[int], fill: float) -> None:
+    """Whatever a server answers in EMBEDDING, the client gets a caption with a finite float16 embedding of at most
+    MAX_EMBEDDING_DIM values, or a ValueError (which becomes that request's record error), never anything else."""
+    answer = contract.answer_arrays([contract.Caption("a dog", [5])], "cap@1")
+    try:
+        emb = np.full(shape, fill).astype(dtype)
+    except (OverflowError, ValueError):
+        return
+    answer["EMBEDDING"] = emb
+    try:
+        cap, _ = contract.read_answer(answer.get)
+    except ValueError:
+        return
+    values = cap.embedding_array()
+    assert len(values) == emb.size <= contract.MAX_EMBEDDING_DIM and np.isfinite(values).all()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,12 +57,7 @@ class Codebook:
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """[N, dim] embeddings -> [N, levels] codes (each level's nearest centroid to the residual left so far)."""
-        residual = np.asarray(x, dtype=np.float64).reshape(-1, self.dim).copy()
-        codes = np.empty((len(residual), self.levels), dtype=np.int64)
-        for level in range(self.levels):
-            c = self.centroids[level].astype(np.float64)
-            codes[:, level] = nearest(residual, c)
-            residual -= c[codes[:, level]]
+        _, codes = residual_levels(np.reshape(x, (-1, self.dim)), self.levels, lambda level, _: self.centroids[level].astype(np.float64))
         return codes
 
     def reconstruct(self, codes: np.ndarray, levels: int | None = None) -> np.ndarray:
@@ -89,6 +85,22 @@ class Codebook:
     @classmethod
     def load(cls, path: Path) -> Codebook:
         return cls.from_bytes(path.read_bytes())
+
+
+def residual_levels(
+    x: np.ndarray, levels: int, centroids_of: Callable[[int, np.ndarray], np.ndarray]
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Residual quantization, the one loop that encoding, training and the random baseline share: at each level
+    ``centroids_of(level, residual)`` gives the level's centroids, each row takes its nearest, and what that
+    centroid leaves is the next level's residual. Returns the levels' centroids and each row's codes."""
+    residual = np.asarray(x, dtype=np.float64).copy()
+    books, codes = [], np.empty((len(residual), levels), dtype=np.int64)
+    for level in range(levels):
+        c = centroids_of(level, residual)
+        codes[:, level] = nearest(residual, c)
+        residual -= c[codes[:, level]]
+        books.append(c)
+    return books, codes
 
 
 def nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -133,12 +145,7 @@ def train_codebook(
     """Residual K-means: each level's k-means on the residuals the levels before it left."""
     x = np.asarray(embeddings, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    residual = x.copy()
-    books = []
-    for _ in range(levels):
-        c = kmeans(residual, codes, rng, iters)
-        books.append(c)
-        residual -= c[nearest(residual, c)]
+    books, _ = residual_levels(x, levels, lambda _, residual: kmeans(residual, codes, rng, iters))
     digest = hashlib.sha256(np.ascontiguousarray(x.astype("<f4")).tobytes()).hexdigest()[:16]
     meta = {**corpus, "n": len(x), "seed": seed, "embeddings_sha256": digest}
     return Codebook(np.stack(books).astype(np.float32), captioner_version, meta)
@@ -214,12 +221,7 @@ def sweep(
 def random_codebook(embeddings: np.ndarray, *, levels: int, codes: int, seed: int, captioner_version: str) -> Codebook:
     """The naive baseline: each level's centroids are ``codes`` random rows of the residuals the levels before left."""
     rng = np.random.default_rng(seed)
-    residual = np.asarray(embeddings, dtype=np.float64).copy()
-    books = []
-    for _ in range(levels):
-        c = residual[rng.choice(len(residual), codes, replace=False)].copy()
-        books.append(c)
-        residual -= c[nearest(residual, c)]
+    books, _ = residual_levels(embeddings, levels, lambda _, residual: residual[rng.choice(len(residual), codes, replace=False)].copy())
     return Codebook(np.stack(books).astype(np.float32), captioner_version, {"baseline": "random rows"})
 
 

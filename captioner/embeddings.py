@@ -4,6 +4,7 @@ path's ``CaptionerRuntime.caption``), for training the semantic-ID codebook (`mm
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +20,12 @@ def embedding_corpus(
     captioner version that made them."""
     runtime = CaptionerRuntime(model_dir)
     spec = make_splits(load_vocabulary()).train
+    images = (image for image, _ in scenes(spec, n, seed=seed, cache=DrawingCache()))
     rows: list[np.ndarray] = []
-    pending = []
-    for image, _ in scenes(spec, n, seed=seed, cache=DrawingCache()):
-        pending.append(image)
-        if len(pending) == batch:
-            rows += [c.embedding_array() for c in runtime.caption(pending, [""] * len(pending))]
-            pending = []
-            if progress:
-                progress(len(rows))
-    if pending:
-        rows += [c.embedding_array() for c in runtime.caption(pending, [""] * len(pending))]
-    if progress:
-        progress(len(rows))
+    while chunk := list(islice(images, batch)):
+        rows += [c.embedding_array() for c in runtime.caption(chunk, [""] * len(chunk))]
+        if progress:
+            progress(len(rows))
     if not rows or not len(rows[0]):
         raise ValueError(f"captioner {runtime.version} returns no content embedding")
     return np.stack(rows).astype(np.float32), runtime.version

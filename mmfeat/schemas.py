@@ -15,11 +15,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import from_json
 
 from mmfeat.errors import RecordError, RecordRef, SchemaError
 from mmfeat.media import KINDS
+from mmfeat.triton_contract import unpack_embedding
 from mmfeat.untrusted import clean
 
 SCHEMA_VERSION = 1
@@ -107,6 +109,10 @@ class EmbeddingV1(_Record):
 
     def packed(self) -> bytes:
         return base64.b64decode(self.b64)
+
+    def array(self) -> np.ndarray:
+        """The values as float32."""
+        return unpack_embedding(self.packed())
 
 
 class FeatureRecordV1(_Record):

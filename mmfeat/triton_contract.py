@@ -36,7 +36,12 @@ class Caption:
 
     def embedding_array(self) -> np.ndarray:
         """The embedding as float32 (empty when the model gave none)."""
-        return np.frombuffer(self.embedding, dtype="<f2").astype(np.float32)
+        return unpack_embedding(self.embedding)
+
+
+def unpack_embedding(packed: bytes) -> np.ndarray:
+    """``pack_embedding``'s bytes back as float32 values."""
+    return np.frombuffer(packed, dtype="<f2").astype(np.float32)
 
 
 def pack_embedding(vector: Sequence[float] | np.ndarray) -> bytes:
@@ -112,7 +117,7 @@ def answer_arrays(captions: Sequence[Caption], version: str) -> dict[str, np.nda
         raise ValueError(f"one request's embeddings differ in width: {sorted(dims)}")
     emb = np.zeros((len(captions), dims.pop() if dims else 0), dtype=np.float16)
     for row, c in enumerate(captions):
-        emb[row] = np.frombuffer(c.embedding, dtype="<f2")
+        emb[row] = unpack_embedding(c.embedding)
     return {
         CAPTION.name: np.array([[c.text.encode()] for c in captions], dtype=np.object_),
         TOKEN_IDS.name: ids,
@@ -132,7 +137,7 @@ def read_answer(get: Callable[[str], np.ndarray | None]) -> tuple[Caption, str]:
         raise ValueError(f"tensor {EMBEDDING.name} has {emb.size} values (at most {MAX_EMBEDDING_DIM})")
     embedding = b"" if emb is None else pack_embedding(emb.reshape(-1))
     # checked after the cast: a finite float32 above 65504 is inf in float16, which no record may carry
-    if not np.isfinite(np.frombuffer(embedding, dtype="<f2")).all():
+    if not np.isfinite(unpack_embedding(embedding)).all():
         raise ValueError(f"tensor {EMBEDDING.name} has non-finite values (in float16)")
     return Caption(text=text, token_ids=ids, embedding=embedding), version
 

@@ -66,7 +66,7 @@ class Item:
     def embedding(self) -> np.ndarray:
         """The captioner's content embedding, as published in the feature record (float16 values)."""
         assert self.feature.embedding is not None, f"{self.item_id}: the feature record has no content embedding"
-        return np.frombuffer(self.feature.embedding.packed(), dtype="<f2").astype(np.float32)
+        return self.feature.embedding.array()
 
 
 @dataclass

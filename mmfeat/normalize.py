@@ -86,3 +86,41 @@ def normalize_caption(text: str, max_words: int = 32) -> str:
             break
         words = cleaned
     return " ".join(words[:max_words])
+
+
+# A post's own words differ from a caption: links, @mentions and #CamelCaseTags, no medium boilerplate.
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_MENTION = re.compile(r"(?<!\w)@\w+")
+_HASHTAG = re.compile(r"(?<!\w)#(\w+)")
+MAX_POST_WORD = 40  # longer "words" (a pasted hash, a keyboard mash) are cut: they carry no more meaning
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def normalize_post_text(text: str, max_words: int = 64) -> str:
+    """The canonical form of a post's title, text and tags: links and @mentions dropped, a #CamelCaseTag
+    split into its words, then the caption rules but the boilerplate (NFKC, lower case, no punctuation,
+    no stutter), words cut to 40 characters, at most ``max_words`` words. Idempotent."""
+    text = unicodedata.normalize("NFKC", text)
+    text = _MENTION.sub(" ", _URL.sub(" ", text))
+    text = _HASHTAG.sub(lambda m: " " + _CAMEL.sub(" ", m.group(1)) + " ", text)
+    text = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in text.casefold())
+    text = _NON_WORD.sub(" ", text).replace("_", " ")
+    words = [w.strip("'")[:MAX_POST_WORD] for w in _SPACES.split(text)]
+    return " ".join(_drop_repeats([w for w in words if w])[:max_words])
+
+
+def merge_captions(captions: list[str], max_words: int = 64) -> str:
+    """Normalized frame captions as one description: each phrase (the parts between "and"/"with") once,
+    in the order first seen, so a scene that repeats across frames is said once."""
+    seen: set[str] = set()
+    kept: list[str] = []
+    for caption in captions:
+        for phrase in _PHRASE.split(caption):
+            phrase = phrase.strip()
+            if phrase and phrase not in seen:
+                seen.add(phrase)
+                kept.append(phrase)
+    return " ".join(" and ".join(kept).split()[:max_words])
+
+
+_PHRASE = re.compile(r"\b(?:and|with)\b")

@@ -116,6 +116,18 @@ class Fetch(_Section):
         return [h.lower() for h in hosts]
 
 
+class Media(_Section):
+    """Bounds on decoding video (mmfeat/media/video.py): every one is checked, from the header where it can be."""
+
+    max_video_seconds: float = Field(default=600.0, gt=0, description="longest video, declared or decoded")
+    max_video_pixels: int = Field(default=3840 * 2160, gt=0, description="largest frame (width x height)")
+    max_video_frames: int = Field(default=20_000, gt=0, description="most frames decoded from one video")
+    video_decode_timeout_s: float = Field(default=30.0, gt=0, description="wall-clock deadline of one video's decode")
+    video_memory_mb: int = Field(default=1024, ge=64, description="address-space cap of the decoding process")
+    video_frames: int = Field(default=5, ge=1, le=64, description="frames sampled per video (uniform, plus scene changes)")
+    video_scene_threshold: float = Field(default=0.15, gt=0, le=1, description="share of changed pixels counted as a scene change")
+
+
 class Triton(_Section):
     """The captioner on Triton (workers/triton_client.py)."""
 
@@ -134,6 +146,9 @@ class Features(_Section):
     tokenizer_dir: Path = ASSETS / "tokenizers"
     hash_buckets: int = Field(default=1 << 20, ge=16, le=1 << 31)
     caption_max_words: int = Field(default=32, ge=1)
+    feature_schema: Literal[1, 2] = Field(default=2, description="version of the feature records published")
+    post_max_words: int = Field(default=64, ge=1, description="a post's normalized text is cut to this many words")
+    description_max_words: int = Field(default=64, ge=1, description="a video's merged frame captions are cut to this many words")
 
     @field_validator("tokenizers")
     @classmethod
@@ -162,6 +177,9 @@ class Profiles(_Section):
     profiles_web_port: int = 16066
     profiles_partitions: int = Field(default=4, ge=1, description="partitions of the app's internal topics and tables")
     profile_tokenizer: str = Field(default="word", description="which token_ids list of the item features a profile aggregates")
+    profile_sources: list[str] = Field(
+        default_factory=lambda: ["caption"], min_length=1, description="which sources' ids of a v2 feature record a profile aggregates"
+    )
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     event_max_values: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_MAX_VALUES), description="largest engagement value per event type (others: 1000)"
@@ -214,7 +232,7 @@ class Profiles(_Section):
 
 
 SECTIONS: dict[str, type[_Section]] = {
-    "services": Services, "kafka": Kafka, "topics": Topics, "worker": Worker, "fetch": Fetch, "triton": Triton,
+    "services": Services, "kafka": Kafka, "topics": Topics, "worker": Worker, "fetch": Fetch, "media": Media, "triton": Triton,
     "features": Features, "metrics": Metrics, "profiles": Profiles,
 }  # fmt: skip
 FIELDS: dict[str, str] = {field: section for section, model in SECTIONS.items() for field in model.model_fields}  # field -> section
@@ -231,6 +249,7 @@ class Settings(BaseModel):
     topics: Topics = Field(default_factory=Topics)
     worker: Worker = Field(default_factory=Worker)
     fetch: Fetch = Field(default_factory=Fetch)
+    media: Media = Field(default_factory=Media)
     triton: Triton = Field(default_factory=Triton)
     features: Features = Field(default_factory=Features)
     metrics: Metrics = Field(default_factory=Metrics)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mmfeat.features import POST_TEXT
 from mmfeat.kafka.reader import read_topic
 from mmfeat.profile import ProfileTimeline, features_at
 from mmfeat.settings import Settings
@@ -41,12 +42,14 @@ def export_training_data(
         valid_engagements(read_topic(settings, settings.topics.engagements_topic, timeout_s=5), settings), key=lambda e: e.ts
     )
     features = list(read_topic(settings, settings.topics.features_topic, timeout_s=5))
-    tokens = {tok: item_tokens(features, tok) for tok in {*tokenizers, settings.profiles.profile_tokenizer}}
-    profile_tokens = tokens[settings.profiles.profile_tokenizer]
+    prof = settings.profiles
+    tokens = {tok: item_tokens(features, tok) for tok in tokenizers}  # the caption's (a v1 record's only source)
+    post = {tok: item_tokens(features, tok, sources=(POST_TEXT,)) for tok in tokenizers}
+    profile_tokens = item_tokens(features, prof.profile_tokenizer, sources=prof.profile_sources)
     timeline = ProfileTimeline([(e, profile_tokens[e.item_id]) for e in engagements if e.item_id in profile_tokens], cfg)
     cols: dict[str, list[Any]] = {k: [] for k in ("engagement_id", "user_id", "item_id", "event", "value", "ts")}
     for tok in tokenizers:
-        cols[f"item_{tok}_ids"] = []
+        cols[f"item_{tok}_ids"], cols[f"item_post_text_{tok}_ids"] = [], []
     for ev in events:
         cols[f"profile_{ev}_ids"], cols[f"profile_{ev}_weights"] = [], []
     missing = 0
@@ -60,6 +63,7 @@ def export_training_data(
         cols["ts"].append(datetime.fromtimestamp(e.ts, UTC))
         for tok in tokenizers:
             cols[f"item_{tok}_ids"].append(tokens[tok].get(e.item_id, []))
+            cols[f"item_post_text_{tok}_ids"].append(post[tok].get(e.item_id, []))
         for ev in events:
             ids, weights = feats.get(ev, ([], []))
             cols[f"profile_{ev}_ids"].append(ids)
@@ -71,7 +75,8 @@ def export_training_data(
     types.update({k: pa.list_(pa.float64()) for k in cols if k.endswith("_weights")})
     table = pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in cols.items()})
     table = table.replace_schema_metadata({
-        "mmfeat.features_topic": settings.topics.features_topic, "mmfeat.profile_tokenizer": settings.profiles.profile_tokenizer,
+        "mmfeat.features_topic": settings.topics.features_topic, "mmfeat.profile_tokenizer": prof.profile_tokenizer,
+        "mmfeat.profile_sources": ",".join(prof.profile_sources),
         "mmfeat.half_life_s": str(cfg.half_life_s), "mmfeat.top_k": str(cfg.top_k),
     })  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -112,7 +112,8 @@ def caption_items(
     runtime = CaptionerRuntime(DEFAULT_CAPTIONER)
     # the published lists, and every list the ranker reads (semantic IDs are opt-in on a live worker)
     names = [*settings.features.tokenizers, *(n for n in ranked() if n not in settings.features.tokenizers)]
-    builder = FeatureBuilder.of(settings.features.model_copy(update={"tokenizers": names}))
+    # version 1 records: the world's items are still images with their caption only
+    builder = FeatureBuilder.of(settings.features.model_copy(update={"tokenizers": names, "feature_schema": 1}))
     encoder = load_pretrained()
     spec = make_splits(load_vocabulary()).train
     rendered = list(scenes(spec, cfg.items, seed=cfg.seed + 1000, cache=DrawingCache()))
@@ -127,7 +128,9 @@ def caption_items(
             i = start + k
             upload = UploadV1(item_id=f"w{cfg.seed}-{i:05d}", owner_id=f"owner-{i % cfg.owners}", media_type="image",
                               media_uri=f"file:///world/{i}.png", created_at=datetime.fromtimestamp(cfg.start_ts, UTC))  # fmt: skip
-            out.append((scene, builder.build(upload, cap, runtime.version, f"scene-{i}"), visual[k]))
+            record = builder.build(upload, cap, runtime.version, f"scene-{i}")
+            assert isinstance(record, FeatureRecordV1)
+            out.append((scene, record, visual[k]))
         if progress:
             progress(len(out))
     return out

@@ -124,7 +124,7 @@ def ingest_features(w: Wiring) -> None:
                     if msg.value is None:
                         items.append((item_id, None, None))
                         return
-                    tokens, lineage = item_features(msg.value, w.s.profiles.profile_tokenizer)
+                    tokens, lineage = item_features(msg.value, w.s.profiles.profile_tokenizer, w.s.profiles.profile_sources)
                     items.append((item_id, tokens, lineage))
 
                 await w.guard([msg], read)

@@ -3,7 +3,7 @@ as the Faust app. Tests use it as ground truth; backfills and the evaluation bui
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from mmfeat.engagements import Engagement
 from mmfeat.errors import RecordError
@@ -26,9 +26,11 @@ def valid_engagements(records: Iterable[TopicRecord], settings: Settings) -> lis
     return out
 
 
-def item_tokens(records: Iterable[TopicRecord], tokenizer: str, lineage: dict[str, str | None] | None = None) -> dict[str, list[int]]:
-    """Latest token list per item (what compaction keeps); a tombstone removes the item. ``lineage``, when
-    given, is filled with each item's feature version."""
+def item_tokens(
+    records: Iterable[TopicRecord], tokenizer: str, lineage: dict[str, str | None] | None = None, sources: Sequence[str] = ("caption",)
+) -> dict[str, list[int]]:
+    """Latest token list per item over ``sources`` (what compaction keeps); a tombstone removes the item.
+    ``lineage``, when given, is filled with each item's feature version."""
     tokens: dict[str, list[int]] = {}
     for r in records:
         if r.key is None:
@@ -37,7 +39,7 @@ def item_tokens(records: Iterable[TopicRecord], tokenizer: str, lineage: dict[st
             tokens.pop(r.key, None)
             continue
         try:
-            tokens[r.key], version = item_features(r.value, tokenizer)
+            tokens[r.key], version = item_features(r.value, tokenizer, sources)
         except RecordError:
             continue
         if lineage is not None:
@@ -49,5 +51,6 @@ def recompute_profiles(settings: Settings, cfg: ProfileConfig) -> dict[str, Prof
     """Every user's profile from the engagement log and the item features, in log order."""
     engagements = valid_engagements(read_topic(settings, settings.topics.engagements_topic, timeout_s=5), settings)
     lineage: dict[str, str | None] = {}
-    tokens = item_tokens(read_topic(settings, settings.topics.features_topic, timeout_s=5), settings.profiles.profile_tokenizer, lineage)
+    p = settings.profiles
+    tokens = item_tokens(read_topic(settings, settings.topics.features_topic, timeout_s=5), p.profile_tokenizer, lineage, p.profile_sources)
     return build_profiles(engagements, tokens, cfg, lineage)

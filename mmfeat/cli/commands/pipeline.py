@@ -139,3 +139,17 @@ def tail(
             out.print(render_record(rec))
     if not as_json:
         console.print(f"tail: {n} record(s) from {topic}")
+
+
+@app.command("schemas")
+def schemas(
+    write: Annotated[Path | None, typer.Option("--write", help="write one JSON Schema file per record kind into this folder")] = None,
+) -> None:
+    """Every topic's record schema as JSON Schema (the committed copies are docs/schemas/)."""
+    from mmfeat.schemas.published import PUBLISHED, render, write_all
+
+    if write is None:
+        out.print_json(json.dumps({stem: json.loads(render(stem)) for stem in PUBLISHED}))
+        return
+    for path in write_all(write):
+        console.print(f"wrote {path}")

@@ -30,8 +30,9 @@ from mmfeat.schemas import (
     H_FEATURED_AT,
     H_REASON,
     H_SOURCE,
+    TEXT_ONLY,
     DeferredRecordV1,
-    UploadV1,
+    Upload,
     encode_record,
     now_utc,
     parse_upload,
@@ -120,8 +121,10 @@ class Parts:
     captioner: Captioner
     cache: CaptionCache
     builder: FeatureBuilder
-    fetch: Callable[[UploadV1], bytes]
-    probe: Callable[[UploadV1, bytes], object]  # refuses what the media kind cannot take (raises MediaRejected)
+    fetch: Callable[[Upload], bytes]
+    # the images the captioner sees, with their time in a video (None: a still image); refuses what the
+    # media kind cannot take (raises MediaRejected)
+    frames: Callable[[Upload, bytes], list[tuple[float | None, bytes]]]
     content_key: Callable[[bytes], str]
     topics: Topics
     budget: Budget | None = None  # None: never defer (a backfill paces itself instead)
@@ -131,17 +134,30 @@ class Parts:
 
 
 @dataclass
+class _Frame:
+    """One image the captioner sees for an upload: the image itself, or one sampled frame of a video."""
+
+    t_s: float | None  # seconds into the video; None for a still image
+    media: bytes
+    key: str  # content key: the dedupe store's and the batch's grouping key
+    result: CaptionResult | None = None
+    dedupe_hit: bool = False
+
+
+@dataclass
 class _Work:
     """One admitted upload on its way to an outcome."""
 
     inc: Incoming
     ref: RecordRef
     raw: bytes  # the upload's JSON
-    upload: UploadV1
-    media: bytes
-    key: str
-    result: CaptionResult | None = None
-    dedupe_hit: bool = False
+    upload: Upload
+    key: str  # content key of the whole upload (the record's content_sha256)
+    frames: list[_Frame]  # none for a post of words alone
+
+    @property
+    def dedupe_hit(self) -> bool:
+        return bool(self.frames) and all(f.dedupe_hit for f in self.frames)
 
 
 @dataclass
@@ -198,18 +214,21 @@ class CaptionCore:
         raw = self.p.unwrap(inc.value)
         upload = parse_upload(raw)
         ref = RecordRef(inc.ref.topic, inc.ref.partition, inc.ref.offset, upload.item_id)
+        if upload.media_type == TEXT_ONLY:
+            return _Work(inc, ref, raw, upload, self.p.content_key(upload.post_text().encode()), [])
         media = self.p.fetch(upload)
-        self.p.probe(upload, media)  # refuse bombs and non-images before Triton
-        return _Work(inc, ref, raw, upload, media, self.p.content_key(media))
+        frames = [_Frame(t, m, self.p.content_key(m)) for t, m in self.p.frames(upload, media)]  # refuses bombs before Triton
+        return _Work(inc, ref, raw, upload, self.p.content_key(media), frames)
 
     def _cached(self, w: _Work) -> None:
-        cached = self.p.cache.get(w.key, self.captioner_version)
-        if cached is not None:
-            assert self.captioner_version is not None
-            w.result, w.dedupe_hit = CaptionResult(cached, self.captioner_version), True
+        for f in w.frames:
+            cached = self.p.cache.get(f.key, self.captioner_version)
+            if cached is not None:
+                assert self.captioner_version is not None
+                f.result, f.dedupe_hit = CaptionResult(cached, self.captioner_version), True
 
-    def _caption(self, todo: list[list[_Work]]) -> dict[int, CaptionResult | RecordError]:
-        """Caption the first upload of each group; a result per group index. Raises InfraError only."""
+    def _caption(self, todo: list[list[_Frame]]) -> dict[int, CaptionResult | RecordError]:
+        """Caption the first frame of each group; a result per group index. Raises InfraError only."""
         items = [(group[0].media, self.p.prompt) for group in todo]
         if not items:
             return {}
@@ -232,8 +251,14 @@ class CaptionCore:
         return dict(enumerate(results))
 
     def _feature(self, w: _Work) -> Outcome:
-        assert w.result is not None
-        record = self.p.builder.build(w.upload, w.result.caption, w.result.captioner_version, w.key)
+        results = [f.result for f in w.frames if f.result is not None]
+        assert len(results) == len(w.frames)
+        version = results[0].captioner_version if results else None
+        if w.frames and w.frames[0].t_s is None:  # a still image
+            record = self.p.builder.build(w.upload, results[0].caption, version, w.key)
+        else:
+            frames = [(f.t_s or 0.0, r.caption) for f, r in zip(w.frames, results, strict=True)]
+            record = self.p.builder.build(w.upload, None, version, w.key, frames=frames)
         headers: Headers = [
             *lineage_headers(record),
             (H_FEATURED_AT, now_utc().isoformat().encode()),
@@ -260,7 +285,7 @@ class CaptionCore:
             ref = RecordRef(inc.ref.topic, inc.ref.partition, inc.ref.offset, peek_item_id(inc.value))
             slots.append(self._guarded(inc, ref, partial(self._admit, inc)))
         work = [w for w in slots if isinstance(w, _Work)]
-        if self.captioner_version is None and any(self.p.cache.has(w.key) for w in work):
+        if self.captioner_version is None and any(self.p.cache.has(f.key) for w in work for f in w.frames):
             self.captioner_version = self.p.captioner.probe_version()  # a cache entry is only good for this version
         for i, slot in enumerate(slots):
             if isinstance(slot, _Work):
@@ -268,23 +293,27 @@ class CaptionCore:
                 if isinstance(got, Outcome):
                     slots[i] = got
         work = [w for w in slots if isinstance(w, _Work)]
-        # identical content within the batch shares one request; the budget is one token per captioner call
-        groups: dict[str, list[_Work]] = {}
+        # identical images within the batch (repeated frames too) share one request; the budget is one token
+        # per captioner call, and an upload with any image over budget is deferred whole
+        groups: dict[str, list[_Frame]] = {}
+        owner: dict[int, _Work] = {}
         for w in work:
-            if w.result is None:
-                groups.setdefault(w.key, []).append(w)
+            for f in w.frames:
+                if f.result is None:
+                    groups.setdefault(f.key, []).append(f)
+                    owner[id(f)] = w
         allowed = [k for k in groups if self.p.budget is None or self.p.budget.try_take()]
-        deferred = {id(w) for k in groups if k not in set(allowed) for w in groups[k]}
+        deferred = {id(owner[id(f)]) for k in groups if k not in set(allowed) for f in groups[k]}
         rejected: dict[int, RecordError] = {}
         for i, res in self._caption([groups[k] for k in allowed]).items():
             group = groups[allowed[i]]
             if isinstance(res, CaptionResult):
                 self.captioner_version = res.captioner_version
                 self.p.cache.put(group[0].key, res.captioner_version, res.caption)
-                for n, w in enumerate(group):
-                    w.result, w.dedupe_hit = res, n > 0
+                for n, f in enumerate(group):
+                    f.result, f.dedupe_hit = res, n > 0
             else:
-                rejected.update((id(w), res) for w in group)
+                rejected.update((id(owner[id(f)]), res) for f in group)
         out: list[Outcome] = []
         for slot in slots:
             if isinstance(slot, Outcome):

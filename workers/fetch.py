@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmfeat.errors import FetchError, MediaRejected
-from mmfeat.schemas import UploadV1
+from mmfeat.schemas import Upload
 from mmfeat.untrusted import clean
 
 
@@ -275,7 +275,7 @@ def _http_get(target: Target, policy: FetchPolicy) -> bytes:
             sock.close()
 
 
-def fetch_media(upload: UploadV1, policy: FetchPolicy) -> bytes:
+def fetch_media(upload: Upload, policy: FetchPolicy) -> bytes:
     """The upload's media bytes, or a FetchError / MediaRejected naming what was wrong."""
     if upload.media_b64 is not None:
         if len(upload.media_b64) > policy.max_bytes * 4 // 3 + 4:

@@ -23,6 +23,7 @@ from mmfeat.features import FeatureBuilder
 from mmfeat.kafka.client import DeliveryTracker, OutRecord, coords
 from mmfeat.kafka.consumer import BatchConsumer
 from mmfeat.media import Limits, kind_of
+from mmfeat.media.video import VideoLimits
 from mmfeat.metrics import WorkerMetrics
 from mmfeat.schemas import peek_item_id
 from mmfeat.settings import Settings
@@ -37,12 +38,17 @@ log = logging.getLogger("mmfeat.worker")
 def live_parts(
     settings: Settings, *, budget: bool = True, unwrap: Callable[[bytes], bytes] | None = None, clock: Callable[[], float] = time.monotonic
 ) -> Parts:
-    """The parts the caption core calls: Triton, the dedupe store, fetch under the policy, the image probe,
-    the tokenizers. A backfill passes ``budget=False`` (its pacer paces, nothing is deferred) and ``unwrap``."""
+    """The parts the caption core calls: Triton, the dedupe store, fetch under the policy, the media kind's
+    frames (its probe first), the tokenizers. A backfill passes ``budget=False`` (its pacer paces, nothing is deferred) and ``unwrap``."""
     s = settings
     if not s.triton.triton_url:
         raise KafkaIOError("no Triton endpoint: run `mmfeat up` or set MMFEAT_TRITON_URL")
-    limits = Limits(max_pixels=s.fetch.max_pixels)
+    m = s.media
+    video = VideoLimits(
+        m.max_video_seconds, m.max_video_pixels, m.max_video_frames, m.video_decode_timeout_s, m.video_memory_mb, m.video_frames,
+        m.video_scene_threshold,
+    )  # fmt: skip
+    limits = Limits(max_pixels=s.fetch.max_pixels, video=video)
     f = s.fetch
     policy = FetchPolicy.of(f.allowed_roots, f.allowed_hosts, f.max_media_bytes, f.fetch_timeout_s)
     return Parts(
@@ -52,7 +58,7 @@ def live_parts(
         cache=DedupeStore(s.dedupe_store),
         builder=FeatureBuilder.of(s.features),
         fetch=lambda upload: fetch_media(upload, policy),
-        probe=lambda upload, media: kind_of(upload.media_type).probe(media, limits),
+        frames=lambda upload, media: kind_of(upload.media_type).frames(media, limits),
         content_key=lambda media: content_key(media, s.triton.prompt),
         topics=Topics(s.topics.features_topic, s.topics.deferred_topic, s.topics.dlq_topic),
         budget=TokenBucket(s.worker.budget_rate_per_s, s.worker.budget_burst, clock) if budget else None,

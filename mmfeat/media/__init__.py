@@ -1,19 +1,21 @@
 """Media kinds, as a registry: what an upload's ``media_type`` means to the pipeline.
 
-A kind says how to refuse bad media cheaply before Triton (``probe``: header-only, bounded), what a small
-valid sample looks like (``sample``: the captioner version probe sends one), and which model input its
-bytes feed (``model_input``: a tensor of mmfeat.triton_contract). The captioner's runtime decodes the
+A kind says how to refuse bad media before Triton (``probe``: bounded in time and memory), which images
+of it the captioner sees (``frames``: the image itself, or a video's sampled frames), what a small valid
+sample looks like (``sample``), and which model input those images feed (``model_input``: a tensor of
+mmfeat.triton_contract). The captioner's runtime decodes the
 media with the kind's own decoder. Adding a kind is one module here plus one line in ``KINDS``
 (docs/adding-a-media-kind.md, with the image kind as the worked example).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from mmfeat.errors import SchemaError
-from mmfeat.media import image
+from mmfeat.media import image, video
+from mmfeat.media.video import VideoLimits
 from mmfeat.triton_contract import Tensor
 
 
@@ -22,6 +24,7 @@ class Limits:
     """Bounds a probe enforces (from the settings)."""
 
     max_pixels: int = 40_000_000
+    video: VideoLimits = field(default_factory=VideoLimits)
 
 
 class MediaKind(Protocol):
@@ -32,12 +35,16 @@ class MediaKind(Protocol):
         """Refuse what this kind cannot take (MediaRejected with a reason); read only what that needs."""
         ...
 
+    def frames(self, data: bytes, limits: Limits) -> list[tuple[float | None, bytes]]:
+        """The images the captioner sees, with their time in seconds (None: a still image); probes first."""
+        ...
+
     def sample(self) -> bytes:
         """A tiny valid item of this kind."""
         ...
 
 
-KINDS: dict[str, MediaKind] = {image.KIND.name: image.KIND}
+KINDS: dict[str, MediaKind] = {kind.name: kind for kind in (image.KIND, video.KIND)}
 
 
 def kind_of(media_type: str) -> MediaKind:

@@ -67,6 +67,10 @@ class ImageKind:
     def probe(self, data: bytes, limits: Any) -> tuple[str, int, int]:
         return probe_image(data, limits.max_pixels)
 
+    def frames(self, data: bytes, limits: Any) -> list[tuple[float | None, bytes]]:
+        self.probe(data, limits)
+        return [(None, data)]  # the bytes as uploaded: the content key, and so the dedupe, is the upload's
+
     def sample(self) -> bytes:
         buf = io.BytesIO()
         Image.new("RGB", (8, 8), (255, 255, 255)).save(buf, "PNG")

@@ -21,7 +21,7 @@ from PIL import Image
 from mmfeat.errors import CaptionerUnavailable, CaptionRejected, RecordError, RecordRef, StateError
 from mmfeat.features import FeatureBuilder
 from mmfeat.media.image import probe_image
-from mmfeat.schemas import DeferredRecordV1, DlqRecordV1, FeatureRecordV1
+from mmfeat.schemas import DeferredRecordV1, DlqRecordV1, parse_feature_record
 from mmfeat.settings import ASSETS
 from mmfeat.tokenizers import load_tokenizers
 from mmfeat.triton_contract import Caption
@@ -107,7 +107,7 @@ def core(
             cache=cache or DictCache(),
             builder=BUILDER,
             fetch=lambda u: fetch_media(u, policy),
-            probe=lambda u, media: probe_image(media, 1_000_000),
+            frames=lambda u, media: [(None, media)] if probe_image(media, 1_000_000) else [],
             content_key=lambda media: content_key(media, ""),
             topics=Topics("features", "deferred", "dlq"),
             budget=TokenBucket(0.0001, budget) if budget is not None else None,
@@ -138,7 +138,7 @@ def check_outcomes(incoming: list[Incoming], out: list[Outcome]) -> None:
         key = rec.key.encode() if isinstance(rec.key, str) else rec.key
         assert all(isinstance(v, bytes) or v is None or (isinstance(v, str) and v.encode()) for _, v in rec.headers)
         if o.kind is Kind.FEATURE:
-            assert FeatureRecordV1.model_validate_json(rec.value).item_id == key.decode()  # type: ignore[union-attr]
+            assert parse_feature_record(rec.value).item_id == key.decode()  # type: ignore[union-attr]
         elif o.kind is Kind.DEFERRED:
             assert DeferredRecordV1.model_validate_json(rec.value).reason == "budget"
         else:

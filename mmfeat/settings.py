@@ -146,7 +146,7 @@ class Features(_Section):
     tokenizer_dir: Path = ASSETS / "tokenizers"
     hash_buckets: int = Field(default=1 << 20, ge=16, le=1 << 31)
     caption_max_words: int = Field(default=32, ge=1)
-    feature_schema: Literal[1, 2] = Field(default=2, description="version of the feature records published")
+    feature_schema: int = Field(default=2, ge=1, le=2, description="version of the feature records published")
     post_max_words: int = Field(default=64, ge=1, description="a post's normalized text is cut to this many words")
     description_max_words: int = Field(default=64, ge=1, description="a video's merged frame captions are cut to this many words")
 

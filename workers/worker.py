@@ -35,6 +35,16 @@ from workers.triton_client import TritonCaptioner
 log = logging.getLogger("mmfeat.worker")
 
 
+def media_limits(s: Settings) -> Limits:
+    """The bounds every media kind's probe enforces, from the fetch and media sections."""
+    m = s.media
+    video = VideoLimits(
+        m.max_video_seconds, m.max_video_pixels, m.max_video_frames, m.video_decode_timeout_s, m.video_memory_mb, m.video_frames,
+        m.video_scene_threshold,
+    )  # fmt: skip
+    return Limits(max_pixels=s.fetch.max_pixels, video=video)
+
+
 def live_parts(
     settings: Settings, *, budget: bool = True, unwrap: Callable[[bytes], bytes] | None = None, clock: Callable[[], float] = time.monotonic
 ) -> Parts:
@@ -43,12 +53,7 @@ def live_parts(
     s = settings
     if not s.triton.triton_url:
         raise KafkaIOError("no Triton endpoint: run `mmfeat up` or set MMFEAT_TRITON_URL")
-    m = s.media
-    video = VideoLimits(
-        m.max_video_seconds, m.max_video_pixels, m.max_video_frames, m.video_decode_timeout_s, m.video_memory_mb, m.video_frames,
-        m.video_scene_threshold,
-    )  # fmt: skip
-    limits = Limits(max_pixels=s.fetch.max_pixels, video=video)
+    limits = media_limits(s)
     f = s.fetch
     policy = FetchPolicy.of(f.allowed_roots, f.allowed_hosts, f.max_media_bytes, f.fetch_timeout_s)
     return Parts(

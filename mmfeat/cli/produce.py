@@ -1,4 +1,4 @@
-"""Upload producers: real images from a folder (inline bytes or file:// references) or synthetic ones."""
+"""Upload producers: real images or any media from a folder (inline bytes or file:// references), or synthetic ones."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from mmfeat.engagements import EngagementV1
 from mmfeat.kafka.client import DeliveryTracker, OutRecord
-from mmfeat.schemas import UploadV1, now_utc
+from mmfeat.schemas import TEXT_ONLY, Upload, UploadV1, UploadV2, now_utc
 from mmfeat.settings import Settings
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")
@@ -79,6 +79,73 @@ def image_uploads(paths: Sequence[Path], *, inline: bool, prefix: str = "img") -
         yield upload_for_file(path, item_id, f"owner-{i % 50}", inline=inline), UploadSource(item_id, f"{path.parent.name}/{path.name}")
 
 
+def sniff_kind(head: bytes) -> str | None:
+    """The media kind a file's first bytes say it is (never its name): image, video, or None (not one we take)."""
+    if head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")):
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image"
+    if head[4:8] == b"ftyp" or head.startswith(b"\x1a\x45\xdf\xa3") or (head[:4] == b"RIFF" and head[8:12] == b"AVI "):
+        return "video"  # MP4/MOV, Matroska/WebM, AVI
+    if len(head) >= 189 and head[0] == 0x47 and head[188] == 0x47:
+        return "video"  # MPEG transport stream
+    return None
+
+
+TEXT_SUFFIX = ".txt"  # a sidecar with a media file's stem is its post text; a lone one is a text post
+TEXT_MAX = 5000
+
+
+def _post_text(path: Path) -> str | None:
+    try:
+        text = path.read_bytes()[: TEXT_MAX * 4].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text[:TEXT_MAX] if "\x00" not in text else None
+
+
+def media_uploads(
+    root: Path, *, inline: bool, prefix: str = "media", limit: int | None = None, skipped: list[tuple[Path, str]] | None = None
+) -> Iterator[tuple[UploadV2, UploadSource]]:
+    """One version 2 upload per file under ``root`` (sorted, symlinks skipped), its kind found from its
+    content; ``<stem>.txt`` beside a media file is that upload's text, and a lone text file is a text post.
+    Files of no kind we take are listed in ``skipped`` with why."""
+    skipped = skipped if skipped is not None else []
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    media = {p.with_suffix(""): p for p in files if p.suffix.lower() != TEXT_SUFFIX}
+    n = 0
+    for path in files:
+        if limit is not None and n >= limit:
+            return
+        text = ""
+        if path.suffix.lower() == TEXT_SUFFIX:
+            if path.with_suffix("") in media:
+                continue  # a sidecar: read with its media file
+            kind = TEXT_ONLY
+            body = _post_text(path)
+            if body is None or not body.strip():
+                skipped.append((path, "not UTF-8 text, or empty"))
+                continue
+            text = body
+        else:
+            with path.open("rb") as f:
+                sniffed = sniff_kind(f.read(512))
+            if sniffed is None:
+                skipped.append((path, "not an image or a video (by its content)"))
+                continue
+            kind = sniffed
+            sidecar = path.with_suffix(TEXT_SUFFIX)
+            text = (_post_text(sidecar) or "") if sidecar.is_file() else ""
+        item_id = f"{prefix}-{n:06d}"
+        up = UploadV2(
+            schema_version=2, item_id=item_id, owner_id=f"owner-{n % 50}", media_type=kind, text=text, created_at=now_utc(),
+            media_b64=base64.b64encode(path.read_bytes()).decode() if inline and kind != TEXT_ONLY else None,
+            media_uri=path.resolve().as_uri() if not inline and kind != TEXT_ONLY else None,
+        )  # fmt: skip
+        n += 1
+        yield up, UploadSource(item_id, str(path.relative_to(root)))
+
+
 def send_records(
     settings: Settings,
     records: Iterable[OutRecord],
@@ -98,7 +165,7 @@ def send_records(
 
 def send_uploads(
     settings: Settings,
-    uploads: Iterator[UploadV1],
+    uploads: Iterator[Upload],
     topic: str | None = None,
     progress: Callable[[int], None] | None = None,
     chunk: int = 50,

@@ -35,10 +35,22 @@ def render_record(rec: TopicRecord) -> Text:
     t = Text()
     t.append(f"{clean(rec.topic)}[{rec.partition}]@{rec.offset} ", style="dim")
     t.append(f"key={clean(rec.key, 200)}\n", style="bold")
-    if isinstance(value, dict) and isinstance(value.get("token_ids"), dict):
-        t.append(f"  caption: {clean(repr(value.get('caption')), 400)}\n", style="green")
-        for name, ids in sorted(value["token_ids"].items()):
-            t.append(f"  {clean(name, 20):<8} {short_ids(ids) if isinstance(ids, list) else clean(ids, 80)}\n")
+    sources = value.get("sources") if isinstance(value, dict) else None
+    if isinstance(value, dict) and (isinstance(value.get("token_ids"), dict) or isinstance(sources, dict)):
+        if not isinstance(sources, dict):  # version 1: the caption is the only source
+            sources = {"caption": {"text": value.get("caption"), "token_ids": value.get("token_ids")}}
+        else:
+            t.append(f"  {clean(value.get('media_type'), 20)}\n", style="dim")
+        for source, src in sources.items():
+            src = src if isinstance(src, dict) else {"text": src}
+            t.append(f"  {clean(source, 20)}: {clean(repr(src.get('text')), 400)}\n", style="green")
+            ids_of = src.get("token_ids")
+            for name, ids in sorted(ids_of.items()) if isinstance(ids_of, dict) else []:
+                t.append(f"    {clean(name, 20):<8} {short_ids(ids) if isinstance(ids, list) else clean(ids, 80)}\n")
+        frames = value.get("frames")
+        for f in frames[:8] if isinstance(frames, list) else []:
+            f = f if isinstance(f, dict) else {}
+            t.append(f"  frame {clean(f.get('t_s'), 12)} s: {clean(repr(f.get('caption')), 200)}\n")
         emb = value.get("embedding")
         if isinstance(emb, dict):
             t.append(f"  embedding: {clean(emb.get('dtype'), 16)} x {clean(emb.get('dim'), 16)}\n")

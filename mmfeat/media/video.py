@@ -28,6 +28,7 @@ from mmfeat.triton_contract import IMAGE
 
 FRAME_SIDE = 384  # frames are downscaled to this (the captioner reads 224x224) before PNG encoding
 THUMB = 32  # scene changes are measured on THUMB x THUMB grey thumbnails
+SAME_FRAME = 0.01  # frames whose thumbnails differ in at most this share of pixels are the same picture
 PIXEL_CHANGE = 0.1  # a thumbnail pixel changed when its grey level moved by more than this (codec noise stays below)
 
 
@@ -73,6 +74,8 @@ def _check_header(container: Any, limits: VideoLimits) -> Any:
     streams = [s for s in container.streams if s.type == "video"]
     if not streams:
         kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
+        if not any(s.type == "audio" for s in container.streams):  # a truncated MP4 whose index never arrived reads so
+            raise _reject(f"container has no audio or video stream (streams: {kinds}): truncated or not a video", "not_a_video")
         raise _reject(f"container has no video stream (streams: {kinds})", "no_video_stream")
     stream = streams[0]
     ctx = stream.codec_context
@@ -87,6 +90,17 @@ def _check_header(container: Any, limits: VideoLimits) -> Any:
             raise _reject(f"video stream declares {declared:.0f} s, over the {limits.max_seconds:.0f} s limit", "video_too_long")
     stream.thread_type = "NONE"  # one thread: the sandbox's CPU and memory stay the caps it was given
     return stream
+
+
+def _check_still(data: bytes, limits: VideoLimits) -> None:
+    from mmfeat.media.image import probe_image
+
+    try:
+        probe_image(data, limits.max_pixels)
+    except MediaRejected as e:
+        if e.reason == "image_too_large":
+            raise _reject(f"video is one still frame, refused: {e}", "video_too_large") from e
+        # not an image PIL reads: FFmpeg's own decoder decides below
 
 
 def _thumb(img: Image.Image) -> np.ndarray:
@@ -110,6 +124,8 @@ def sample_frames(data: bytes, limits: VideoLimits) -> Sampled:
     prev: np.ndarray | None = None
     decoded, t, size = 0, 0.0, (0, 0)
     with _open(data) as container:
+        if container.format.name.endswith("_pipe"):  # a still image posing as a video: its size is in its own header
+            _check_still(data, limits)
         stream = _check_header(container, limits)
         rate = float(stream.average_rate) if stream.average_rate else 25.0
         try:
@@ -150,7 +166,10 @@ def sample_frames(data: bytes, limits: VideoLimits) -> Sampled:
 def _choose(
     uniform: list[tuple[int, float, Image.Image]], scenes: list[tuple[float, int, float, Image.Image]], n: int
 ) -> list[tuple[float, bytes]]:
-    """Scene starts first (largest change first), then evenly spaced uniform frames, n at most, in time order."""
+    """Scene starts first (largest change first), then evenly spaced uniform frames, n at most, in time order.
+
+    A frame that looks the same as one already encoded (a lossy codec never decodes a still scene to equal
+    pixels twice) reuses that frame's bytes, so the captioner sees it once."""
     chosen: dict[int, tuple[float, Image.Image]] = {-neg: (t, img) for _, neg, t, img in scenes}
     if len(uniform) > 0:
         picks = sorted({round(i * (len(uniform) - 1) / max(n - 1, 1)) for i in range(n)})
@@ -159,7 +178,16 @@ def _choose(
                 break
             index, t, img = uniform[k]
             chosen.setdefault(index, (t, img))
-    return [(t, _png(img)) for _, (t, img) in sorted(chosen.items())[:n]]
+    out: list[tuple[float, bytes]] = []
+    encoded: list[tuple[np.ndarray, bytes]] = []
+    for _, (t, img) in sorted(chosen.items())[:n]:
+        thumb = _thumb(img)
+        same = next((png for other, png in encoded if float((np.abs(thumb - other) > PIXEL_CHANGE).mean()) <= SAME_FRAME), None)
+        if same is None:
+            same = _png(img)
+            encoded.append((thumb, same))
+        out.append((t, same))
+    return out
 
 
 def decode_video(data: bytes, limits: VideoLimits) -> Sampled:

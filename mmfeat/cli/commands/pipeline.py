@@ -12,6 +12,7 @@ import typer
 
 from mmfeat.cli.app import app, console, out, settings
 from mmfeat.errors import MmfeatError
+from mmfeat.untrusted import clean
 
 
 @app.command()
@@ -92,20 +93,32 @@ def backfill(
 @app.command()
 def produce(
     images: Annotated[Path | None, typer.Option(help="A folder of images to upload (recursively)")] = None,
-    count: Annotated[int, typer.Option(help="How many uploads (synthetic, or at most this many images)")] = 100,
-    inline: Annotated[bool, typer.Option("--inline/--by-reference", help="Send image bytes, or file:// URIs")] = True,
+    media: Annotated[Path | None, typer.Option(help="A folder of media: one upload per file, its kind from its content")] = None,
+    count: Annotated[int, typer.Option(help="How many uploads (synthetic, or at most this many files)")] = 100,
+    inline: Annotated[bool, typer.Option("--inline/--by-reference", help="Send media bytes, or file:// URIs")] = True,
     seed: int = 0,
     topic: Annotated[str | None, typer.Option(help="Target topic (default media.uploads)")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --media: one JSON object per upload sent (item_id, file, media_type)")
+    ] = False,
 ) -> None:
-    """Send uploads: synthetic images, or real ones from --images DIR."""
+    """Send uploads: synthetic images, real ones from --images DIR, or any media from --media DIR."""
     from tqdm import tqdm
 
-    from mmfeat.cli.produce import image_uploads, list_images, send_uploads, synthetic_uploads
-    from mmfeat.schemas import UploadV1
+    from mmfeat.cli.produce import image_uploads, list_images, media_uploads, send_uploads, synthetic_uploads
+    from mmfeat.schemas import Upload
 
     s = settings()
-    uploads: Iterator[UploadV1]
-    if images is not None:
+    uploads: Iterator[Upload]
+    skipped: list[tuple[Path, str]] = []
+    sent_files: list[tuple[str, str, str]] = []
+    if media is not None:
+        pairs = list(media_uploads(media, inline=inline, limit=count, skipped=skipped))
+        if not pairs:
+            raise MmfeatError(f"no image, video or text file under {media}")
+        sent_files = [(u.item_id, src.name, u.media_type) for u, src in pairs]
+        uploads, n = (u for u, _ in pairs), len(pairs)
+    elif images is not None:
         paths = list_images(images, count, seed)
         if not paths:
             raise MmfeatError(f"no images under {images}")
@@ -113,8 +126,13 @@ def produce(
         n = len(paths)
     else:
         uploads, n = synthetic_uploads(count, seed), count
-    with tqdm(total=n, desc="produce", unit="upload", file=sys.stderr) as bar:
+    with tqdm(total=n, desc="produce", unit="upload", file=sys.stderr, disable=as_json) as bar:
         sent = send_uploads(s, uploads, topic, progress=lambda k: bar.update(k - bar.n))
+    for path, why in skipped:
+        console.print(f"produce: skipped {clean(path)}: {why}")
+    if as_json:
+        for item_id, name, kind in sent_files[:sent]:
+            print(json.dumps({"item_id": item_id, "file": name, "media_type": kind}), flush=True)
     console.print(f"produce: {sent} upload(s) acknowledged on {topic or s.topics.uploads_topic}")
 
 

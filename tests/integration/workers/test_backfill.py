@@ -97,8 +97,8 @@ def test_backfill_replays_exactly_the_range_with_the_live_values(stack: Stack, s
     v3_recs = by_key(records(settings, v3))
     assert set(v3_recs) == set(v2_recs)
     for item_id, rec in v3_recs.items():
-        got, live_ids = json.loads(rec.value or b""), json.loads(v1_recs[item_id].value or b"")["token_ids"]
-        assert got["token_ids"] == {"word": live_ids["word"]} and got["tokenizer_versions"].keys() == {"word"}
+        got, live_ids = json.loads(rec.value or b""), json.loads(v1_recs[item_id].value or b"")["sources"]["caption"]["token_ids"]
+        assert got["sources"]["caption"]["token_ids"] == {"word": live_ids["word"]} and got["tokenizer_versions"].keys() == {"word"}
 
     # The same command again finds its plan finished and does nothing.
     again = run_cli(settings, "backfill", *args, timeout_s=300)

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from mmfeat.kafka.client import DeliveryTracker, OutRecord, make_producer
-from mmfeat.schemas import DlqRecordV1, FeatureRecordV1
+from mmfeat.schemas import DlqRecordV1, FeatureRecordV2
 from mmfeat.settings import Settings
 from tests.integration.conftest import by_key, records, small_images
 from workers.worker import BackgroundWorker
@@ -119,5 +119,5 @@ def test_malformed_records_go_to_the_dlq_and_the_worker_keeps_going(
             assert base64.b64decode(d.raw_value_b64 or "") == sent[key]  # nothing lost: the raw record travels along
     feats = by_key(records(s, s.topics.features_topic))
     assert set(feats) == {k for k, _, reason in cases if reason is None}
-    assert all(FeatureRecordV1.model_validate_json(r.value or b"").token_ids["sp"] for r in feats.values())
+    assert all(FeatureRecordV2.model_validate_json(r.value or b"").ids("sp") for r in feats.values())
     assert outbound == []  # denied URIs were refused before any connection

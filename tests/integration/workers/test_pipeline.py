@@ -6,7 +6,7 @@ from captioner.configuration import read_manifest
 from captioner.runtime import CaptionerRuntime
 from mmfeat.cli.produce import image_uploads, send_uploads
 from mmfeat.normalize import normalize_caption
-from mmfeat.schemas import H_CAPTIONER, H_DEDUPE, H_SCHEMA, H_SOURCE, H_TOKENIZERS, DeferredRecordV1, FeatureRecordV1, UploadV1
+from mmfeat.schemas import H_CAPTIONER, H_DEDUPE, H_SCHEMA, H_SOURCE, H_TOKENIZERS, DeferredRecordV1, FeatureRecordV2, UploadV1
 from mmfeat.settings import DEFAULT_CAPTIONER, Settings
 from mmfeat.tokenizers import load_tokenizers
 from tests.integration.conftest import Stack, by_key, committed_lag, records, small_images
@@ -37,16 +37,18 @@ def test_n_uploads_give_n_feature_records(stack: Stack, settings: Settings) -> N
     version = read_manifest(stack.model_dir).version
     for item_id, cap in zip(order, expected, strict=True):
         rec = by_key(feats)[item_id]
-        value = FeatureRecordV1.model_validate_json(rec.value or b"")
-        assert value.item_id == item_id and value.owner_id == uploads[item_id].owner_id
-        assert value.caption_raw == cap.text
-        assert value.caption == normalize_caption(cap.text)
-        assert value.token_ids["decoder"] == cap.token_ids
+        value = FeatureRecordV2.model_validate_json(rec.value or b"")
+        caption = value.sources["caption"]
+        assert value.item_id == item_id and value.owner_id == uploads[item_id].owner_id and value.media_type == "image"
+        assert caption.raw == cap.text
+        assert caption.text == normalize_caption(cap.text)
+        assert caption.token_ids["decoder"] == cap.token_ids
         for name, tok in toks.items():
-            assert value.token_ids[name] == tok.encode(value.caption), name
+            assert caption.token_ids[name] == tok.encode(caption.text), name
             assert value.tokenizer_versions[name] == tok.version
-        assert rec.headers[H_CAPTIONER] == version == value.captioner_version
-        assert rec.headers[H_SCHEMA] == "1"
+        assert list(value.sources) == ["caption"]  # these uploads carry no words of their own
+        assert rec.headers[H_CAPTIONER] == version == value.model_versions["captioner"]
+        assert rec.headers[H_SCHEMA] == "2"
         assert f"sp={toks['sp'].version}" in rec.headers[H_TOKENIZERS]
         assert rec.headers[H_SOURCE].startswith(f"{settings.topics.uploads_topic}[") and rec.headers[H_SOURCE].endswith(f"item={item_id}")
 
@@ -81,7 +83,7 @@ def test_identical_content_is_captioned_once(settings: Settings) -> None:
     stats2 = BackgroundWorker(settings, max_records=1, idle_exit_s=60).join(120)
     feats = by_key(records(settings, settings.topics.features_topic))
     assert set(feats) == {"dupA-000000", "dupA-000001", "dupA-000002", "dupB-0"}
-    captions = {FeatureRecordV1.model_validate_json(r.value or b"").caption_raw for r in feats.values()}
+    captions = {FeatureRecordV2.model_validate_json(r.value or b"").sources["caption"].raw for r in feats.values()}
     assert len(captions) == 1
     assert sorted(r.headers[H_DEDUPE] for r in feats.values()) == ["hit", "hit", "hit", "miss"]
     assert stats2.features == 1 and stats2.dedupe_hits == 1
@@ -114,9 +116,9 @@ def test_the_trained_default_captioner_names_what_is_in_the_scene(settings: Sett
     names = sorted(load_vocabulary())
     found = total = 0
     for i, scene in enumerate(held.scenes):
-        value = FeatureRecordV1.model_validate_json(feats[f"scene-{i}"].value or b"")
-        assert value.captioner_version == read_manifest(DEFAULT_CAPTIONER).version
-        found += len(mentioned(value.caption, names) & set(scene.names))
+        value = FeatureRecordV2.model_validate_json(feats[f"scene-{i}"].value or b"")
+        assert value.model_versions["captioner"] == read_manifest(DEFAULT_CAPTIONER).version
+        found += len(mentioned(value.sources["caption"].text, names) & set(scene.names))
         total += len(scene.names)
     assert found / total >= 0.8, f"{found}/{total} objects named"
 
@@ -151,13 +153,13 @@ def test_semantic_ids_come_from_the_embedding_of_the_same_triton_call(settings: 
     toks = load_tokenizers(["sid", "sid_prefix"], s.features.tokenizer_dir, s.features.hash_buckets)
     book = toks["sid"].book  # type: ignore[attr-defined]
     for i, cap in enumerate(offline):
-        value = FeatureRecordV1.model_validate_json(feats[f"sid-{i}"].value or b"")
+        value = FeatureRecordV2.model_validate_json(feats[f"sid-{i}"].value or b"")
         assert value.embedding is not None and value.embedding.dim == 256
         got = value.embedding.array()
         assert np.abs(got - cap.embedding_array()).max() < 2e-2  # the same model on the same pixels, batched differently
         codes = book.encode(got[None, :])[0]
-        assert value.token_ids["sid"] == code_ids(codes, book.size)
-        assert value.token_ids["sid_prefix"] == prefix_ids(codes, book.size)
+        assert value.ids("sid") == code_ids(codes, book.size)
+        assert value.ids("sid_prefix") == prefix_ids(codes, book.size)
         assert (
             value.tokenizer_versions["sid"] == toks["sid"].version and value.tokenizer_versions["sid_prefix"] == toks["sid_prefix"].version
         )

@@ -34,3 +34,24 @@ def test_any_embedding_field_renders_as_one_escaped_line(dtype: object, dim: obj
     assert len(plain.splitlines()) == len(without.splitlines()) + 1  # no forged line
     line = next(x for x in plain.splitlines() if x.startswith("  embedding: "))
     assert clean(line, 10**6) == line  # nothing left that clean would escape
+
+
+def test_a_version_2_record_shows_each_sources_text_and_its_frames() -> None:
+    value = {
+        "schema_version": 2, "media_type": "video", "frames": [{"t_s": 0.0, "caption": "a cat"}, {"t_s": 2.5, "caption": "a dog"}],
+        "sources": {
+            "caption": {"text": "a cat and a dog", "token_ids": {"word": [1, 2]}}, "post_text": {"text": "my pets", "token_ids": {}},
+        },
+    }  # fmt: skip
+    text = render_record(record(value)).plain
+    assert "caption: 'a cat and a dog'" in text and "post_text: 'my pets'" in text and "word     [1 2] (2)" in text
+    assert "frame 2.5 s: 'a dog'" in text and "  video" in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), json_values, max_size=4), json_values)
+def test_any_sources_and_frames_render_as_escaped_lines(sources: dict[str, object], frames: object) -> None:
+    plain = render_record(record({"schema_version": 2, "sources": sources, "frames": frames, "media_type": "\x1b[2J"})).plain
+    lines = plain.splitlines()
+    assert all(clean(line, 10**6) == line for line in lines)  # every line is escaped, none forged by the values
+    assert len(lines) <= 3 + len(sources) * (1 + 8) + 8 + 3

@@ -1,0 +1,82 @@
+"""Videos, text posts and hostile media through the real broker and the real Triton server: the trained
+default captioner captions each distinct sampled frame once, in the worker's one call per micro-batch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from captioner.evaluation.quality import mentioned
+from captioner.runtime import CaptionerRuntime
+from captioner.world.clipart import load_vocabulary
+from captioner.world.videos import scene_videos
+from mmfeat.media import kind_of
+from mmfeat.normalize import normalize_caption
+from mmfeat.schemas import H_SCHEMA, DlqRecordV1, FeatureRecordV2
+from mmfeat.settings import DEFAULT_CAPTIONER, Settings
+from tests.integration.conftest import by_key, committed_lag, records, run_cli
+from workers.worker import BackgroundWorker, media_limits
+
+
+def _folder(root: Path) -> dict[str, set[str]]:
+    """A folder as a person would have it: three scene videos (one with a caption file), a text post, an
+    image, and junk under media names. Returns each video's file name -> the objects it shows."""
+    root.mkdir()
+    shown = {}
+    for i, video in enumerate(scene_videos(3, seed=5)):
+        (root / f"clip{i}.mp4").write_bytes(video.data)
+        shown[f"clip{i}.mp4"] = video.names
+    (root / "clip0.txt").write_text("Morning at the farm #FarmLife @someone https://example.com/x")
+    (root / "post.txt").write_text("Sunday market: fresh bread and #LocalApples")
+    video = next(scene_videos(1, seed=6))
+    video.images[0].save(root / "cover.png")
+    (root / "random.mp4").write_bytes(bytes(range(256)) * 64)  # random bytes named .mp4: a video by name, not content
+    (root / "truncated.mp4").write_bytes(video.data[: len(video.data) // 3])  # an MP4 by content, truncated
+    return shown
+
+
+def test_a_folder_of_media_becomes_one_outcome_per_file(settings: Settings, tmp_path: Path) -> None:
+    s = settings.updated({"triton_model": "captioner_default"})
+    shown = _folder(tmp_path / "media")
+    listed = run_cli(s, "produce", "--media", str(tmp_path / "media"), "--json")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    sent = {o["file"]: o for o in map(json.loads, listed.stdout.splitlines())}
+    # kinds come from content: random.mp4 is skipped (not a video by its bytes), truncated.mp4 is sent as one
+    assert {f: o["media_type"] for f, o in sent.items()} == {
+        "clip0.mp4": "video", "clip1.mp4": "video", "clip2.mp4": "video", "cover.png": "image", "post.txt": "text",
+        "truncated.mp4": "video",
+    }  # fmt: skip
+    assert "skipped" in listed.stderr and "random.mp4" in listed.stderr
+
+    stats = BackgroundWorker(s, max_records=len(sent), idle_exit_s=60).join(240)
+    assert (stats.features, stats.deferred, stats.dlq) == (5, 0, 1)
+    feats = {k: FeatureRecordV2.model_validate_json(r.value or b"") for k, r in by_key(records(s, s.topics.features_topic)).items()}
+    item = {f: o["item_id"] for f, o in sent.items()}
+    assert set(feats) == {item[f] for f in sent if f != "truncated.mp4"}
+    assert all(r.headers[H_SCHEMA] == "2" for r in records(s, s.topics.features_topic))
+    dlq = [DlqRecordV1.model_validate_json(r.value or b"") for r in records(s, s.topics.dlq_topic)]
+    assert [(d.item_id, d.reason) for d in dlq] == [(item["truncated.mp4"], "not_a_video")]
+    assert committed_lag(s) == 0
+
+    # Each video: its sampled frames, each captioned by the model as it captions that frame offline, and the
+    # merged description naming most of the objects its scenes show (a sanity floor on a small fixed set).
+    runtime = CaptionerRuntime(DEFAULT_CAPTIONER)
+    names = sorted(load_vocabulary())
+    found = total = 0
+    for f, objects in shown.items():
+        rec = feats[item[f]]
+        assert rec.media_type == "video" and len(rec.frames) == s.media.video_frames
+        frames = kind_of("video").frames((tmp_path / "media" / f).read_bytes(), media_limits(s))
+        offline = runtime.caption([runtime.decode(png, s.fetch.max_pixels) for _, png in frames], [""] * len(frames))
+        assert [fr.caption for fr in rec.frames] == [normalize_caption(c.text) for c in offline]
+        assert [fr.t_s for fr in rec.frames] == [t for t, _ in frames]
+        found += len(mentioned(rec.sources["caption"].text, names) & objects)
+        total += len(objects)
+    assert found / total >= 0.6, f"{found}/{total} objects named in the merged descriptions"
+    assert feats[item["clip0.mp4"]].sources["post_text"].text == "morning at the farm life"  # "farm farm" is a stutter
+    post = feats[item["post.txt"]]
+    assert set(post.sources) == {"post_text"} and post.sources["post_text"].text == "sunday market fresh bread and local apples"
+    assert feats[item["cover.png"]].frames == [] and set(feats[item["cover.png"]].sources) == {"caption"}
+
+    tail = run_cli(s, "tail", s.topics.features_topic, "--max", "5")
+    assert tail.returncode == 0 and "post_text: 'sunday market" in tail.stdout and " s: '" in tail.stdout  # frames shown

@@ -1,4 +1,4 @@
-"""`mmfeat bench worker|captioner|profiles|backfill`: side-by-side measurements on one machine, in one run.
+"""`mmfeat bench worker|captioner|profiles|backfill|ranker|media`: side-by-side measurements on one machine, in one run.
 
 - worker:    the caption worker's throughput with a trivially fast Triton model (null_captioner)
              vs the raw confluent-kafka consume rate of the same topic.
@@ -7,6 +7,7 @@
 - profiles:  the Faust profiles app vs a raw aiokafka consumer of the same engagement topic, and its
              engagement-to-profile latency under a paced load (bench/profiles.py).
 - backfill:  an unpaced backfill of the same uploads vs the live worker, and a paced one vs its limit.
+- media:     frames captioned per second inside videos vs the same frames sent as images (bench/media.py).
 - ranker:    the ranker's training throughput with vs without the MM-LLM features, for over-arches of
              growing size (bench/ranker.py; also results/bench_ranker.png).
 Results go to results/bench_<name>.json with the command, the machine and the date.
@@ -296,6 +297,18 @@ def run_profiles_bench(quick: bool) -> dict[str, Any]:
         return bench_profiles(s, 20_000 if quick else 200_000, 10 if quick else 60, 2000 if quick else 40_000)
 
 
+def run_media_bench(quick: bool) -> dict[str, Any]:
+    from bench.media import bench_media
+
+    tmp = Path(tempfile.mkdtemp(prefix="mmfeat-bench-models-"))
+    services.render_model_repository(tmp / "repo", DEFAULT_CAPTIONER, name="captioner_default")
+    try:
+        with Stack([tmp / "repo"]) as s:
+            return bench_media(s, 8 if quick else 40)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run_ranker_bench(quick: bool, out_dir: Path) -> dict[str, Any]:
     from bench.ranker import bench_ranker  # torch and the captioner: loaded only for this one
 
@@ -309,6 +322,7 @@ def main(which: str, *, out_dir: Path, quick: bool = False) -> Path:
         "profiles": lambda: run_profiles_bench(quick),
         "backfill": lambda: bench_backfill(2000 if quick else 10000),
         "ranker": lambda: run_ranker_bench(quick, out_dir),
+        "media": lambda: run_media_bench(quick),
     }
     if which not in runners:
         raise SystemExit(f"unknown benchmark {which!r}: choose {', '.join(runners)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,8 +84,8 @@ def render_record(rec: TopicRecord) -> Text:
     return t
 
 
-def caption_grid(items: list[tuple[Path, str]], out: Path, cols: int = 4, tile: int = 200) -> Path:
-    """A PNG grid of images with their captions underneath, for a person to look at."""
+def caption_grid(items: Sequence[tuple[Path | bytes, str]], out: Path, cols: int = 4, tile: int = 200) -> Path:
+    """A PNG grid of images (files, or image bytes) with their captions underneath, for a person to look at."""
     rows = max(1, -(-len(items) // cols))
     text_h = 56
     sheet = Image.new("RGB", (cols * tile, rows * (tile + text_h)), "white")
@@ -92,7 +93,7 @@ def caption_grid(items: list[tuple[Path, str]], out: Path, cols: int = 4, tile: 
     font = ImageFont.load_default(size=13)
     for i, (path, caption) in enumerate(items):
         x, y = (i % cols) * tile, (i // cols) * (tile + text_h)
-        img = decode_rgb(path.read_bytes(), 10**9, max_side=tile - 10)
+        img = decode_rgb(path if isinstance(path, bytes) else path.read_bytes(), 10**9, max_side=tile - 10)
         sheet.paste(img, (x + (tile - img.width) // 2, y + (tile - img.height) // 2))
         lines = textwrap.wrap(caption or "(empty)", 28)[:3]
         draw.multiline_text((x + 6, y + tile + 2), "\n".join(lines), fill="black", font=font, spacing=2)

@@ -68,7 +68,7 @@ def export_training_data(
 
 @app.command()
 def bench(
-    which: Annotated[str, typer.Argument(help="worker | captioner | profiles | backfill | ranker")],
+    which: Annotated[str, typer.Argument(help="worker | captioner | profiles | backfill | ranker | media")],
     out_dir: Annotated[Path, typer.Option("--out")] = Path("results"),
     quick: bool = False,
 ) -> None:
@@ -77,3 +77,22 @@ def bench(
 
     path = bench_run.main(which, out_dir=out_dir, quick=quick)
     console.print(f"bench: wrote {path}")
+
+
+@app.command("eval-media")
+def eval_media(
+    out_dir: Annotated[Path, typer.Option("--out")] = Path("results"),
+    videos: Annotated[int, typer.Option(help="scene videos to make and caption")] = 30,
+    model: Annotated[Path | None, typer.Option(help="captioner model dir (default: the trained default)")] = None,
+) -> None:
+    """Frame-caption object recall of videos made offline, against uniform-only and cover-frame baselines."""
+    from captioner.evaluation.video import evaluate_videos
+    from mmfeat.settings import DEFAULT_CAPTIONER
+
+    results = evaluate_videos(model or DEFAULT_CAPTIONER, out_dir, n=videos)
+    for system, fig in results["systems"].items():
+        console.print(
+            f"eval-media: {system:<8} object recall {fig['object_recall']:.3f}, segments covered {fig['segment_coverage']:.3f}, "
+            f"{fig['captioner_requests_per_video']} captioner requests per video"
+        )
+    console.print(f"eval-media: wrote {out_dir / 'media_quality.json'} and {out_dir / 'media_frames.png'}")

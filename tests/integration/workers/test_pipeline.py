@@ -5,7 +5,7 @@ from __future__ import annotations
 from captioner.configuration import read_manifest
 from captioner.runtime import CaptionerRuntime
 from mmfeat.cli.produce import image_uploads, send_uploads
-from mmfeat.normalize import normalize_caption
+from mmfeat.normalize import normalize_caption, normalize_post_text
 from mmfeat.schemas import H_CAPTIONER, H_DEDUPE, H_SCHEMA, H_SOURCE, H_TOKENIZERS, DeferredRecordV1, FeatureRecordV2, UploadV1
 from mmfeat.settings import DEFAULT_CAPTIONER, Settings
 from mmfeat.tokenizers import load_tokenizers
@@ -46,7 +46,8 @@ def test_n_uploads_give_n_feature_records(stack: Stack, settings: Settings) -> N
         for name, tok in toks.items():
             assert caption.token_ids[name] == tok.encode(caption.text), name
             assert value.tokenizer_versions[name] == tok.version
-        assert list(value.sources) == ["caption"]  # these uploads carry no words of their own
+        # a version 1 upload's text (here the file's stem) is its post text
+        assert value.sources["post_text"].text == normalize_post_text(uploads[item_id].text)
         assert rec.headers[H_CAPTIONER] == version == value.model_versions["captioner"]
         assert rec.headers[H_SCHEMA] == "2"
         assert f"sp={toks['sp'].version}" in rec.headers[H_TOKENIZERS]

@@ -103,13 +103,35 @@ def _check_still(data: bytes, limits: VideoLimits) -> None:
         # not an image PIL reads: FFmpeg's own decoder decides below
 
 
+def _frame_thumb(frame: Any) -> np.ndarray:
+    """A THUMB x THUMB grey thumbnail in [0, 1]: the luma plane subsampled where the frame is YUV (most video),
+    a conversion otherwise."""
+    name = frame.format.name
+    if name.startswith(("yuv", "yuvj", "nv12", "gray")) and frame.width >= THUMB and frame.height >= THUMB:
+        plane = frame.planes[0]
+        luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
+        rows = np.linspace(0, frame.height - 1, THUMB).astype(int)
+        cols = np.linspace(0, frame.width - 1, THUMB).astype(int)
+        grey = luma[np.ix_(rows, cols)]
+    else:
+        grey = frame.reformat(width=THUMB, height=THUMB, format="gray").to_ndarray()
+    out: np.ndarray = grey.astype(np.float32) / 255.0
+    return out
+
+
+def _picture(frame: Any) -> Image.Image:
+    img: Image.Image = frame.to_image()
+    img.thumbnail((FRAME_SIDE, FRAME_SIDE))
+    return img
+
+
 def _thumb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("L").resize((THUMB, THUMB), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
 
 
 def _png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, "PNG", optimize=False, compress_level=6)
+    img.save(buf, "PNG", optimize=False, compress_level=1)  # fast: the bytes go to Triton once, and to no topic
     return buf.getvalue()
 
 
@@ -118,9 +140,9 @@ def sample_frames(data: bytes, limits: VideoLimits) -> Sampled:
     import av
 
     n = limits.frames
-    uniform: list[tuple[int, float, Image.Image]] = []  # every stride-th frame, at most 2n
+    uniform: list[tuple[int, float, Any]] = []  # every stride-th frame, at most 2n
     stride = 1
-    scenes: list[tuple[float, int, float, Image.Image]] = []  # (difference, index, t, frame): the n largest
+    scenes: list[tuple[float, int, float, Any]] = []  # (difference, index, t, frame): the n largest
     prev: np.ndarray | None = None
     decoded, t, size = 0, 0.0, (0, 0)
     with _open(data) as container:
@@ -138,18 +160,17 @@ def sample_frames(data: bytes, limits: VideoLimits) -> Sampled:
                     raise _reject(f"video runs past {limits.max_seconds:.0f} s", "video_too_long")
                 if decoded >= limits.max_frames:
                     raise _reject(f"video has more than {limits.max_frames} frames", "video_too_long")
-                img = frame.to_image()
-                img.thumbnail((FRAME_SIDE, FRAME_SIDE))
                 size = (frame.width, frame.height)
-                thumb = _thumb(img)
+                thumb = _frame_thumb(frame)
                 diff = 1.0 if prev is None else float((np.abs(thumb - prev) > PIXEL_CHANGE).mean())
                 prev = thumb
+                # decoded frames are kept as they are; only the n chosen at the end are converted to pictures
                 if diff >= limits.scene_threshold or decoded == 0:
-                    scenes.append((diff, -decoded, t, img))
+                    scenes.append((diff, -decoded, t, frame))
                     scenes.sort(key=lambda s: (s[0], s[1]), reverse=True)
                     del scenes[n:]
                 if decoded % stride == 0:
-                    uniform.append((decoded, t, img))
+                    uniform.append((decoded, t, frame))
                     if len(uniform) >= 2 * n:
                         stride *= 2
                         uniform = [u for u in uniform if u[0] % stride == 0]
@@ -163,24 +184,23 @@ def sample_frames(data: bytes, limits: VideoLimits) -> Sampled:
     return Sampled(_choose(uniform, scenes, n), decoded, t, *size)
 
 
-def _choose(
-    uniform: list[tuple[int, float, Image.Image]], scenes: list[tuple[float, int, float, Image.Image]], n: int
-) -> list[tuple[float, bytes]]:
+def _choose(uniform: list[tuple[int, float, Any]], scenes: list[tuple[float, int, float, Any]], n: int) -> list[tuple[float, bytes]]:
     """Scene starts first (largest change first), then evenly spaced uniform frames, n at most, in time order.
 
     A frame that looks the same as one already encoded (a lossy codec never decodes a still scene to equal
     pixels twice) reuses that frame's bytes, so the captioner sees it once."""
-    chosen: dict[int, tuple[float, Image.Image]] = {-neg: (t, img) for _, neg, t, img in scenes}
+    chosen: dict[int, tuple[float, Any]] = {-neg: (t, frame) for _, neg, t, frame in scenes}
     if len(uniform) > 0:
         picks = sorted({round(i * (len(uniform) - 1) / max(n - 1, 1)) for i in range(n)})
         for k in picks:
             if len(chosen) >= n:
                 break
-            index, t, img = uniform[k]
-            chosen.setdefault(index, (t, img))
+            index, t, frame = uniform[k]
+            chosen.setdefault(index, (t, frame))
     out: list[tuple[float, bytes]] = []
     encoded: list[tuple[np.ndarray, bytes]] = []
-    for _, (t, img) in sorted(chosen.items())[:n]:
+    for _, (t, frame) in sorted(chosen.items())[:n]:
+        img = _picture(frame)
         thumb = _thumb(img)
         same = next((png for other, png in encoded if float((np.abs(thumb - other) > PIXEL_CHANGE).mean()) <= SAME_FRAME), None)
         if same is None:

@@ -52,8 +52,9 @@ demo: setup
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy mmfeat captioner workers bench streams ranking
+	$(PY) -m mypy mmfeat captioner readers workers bench streams ranking
 	$(PY) -m mypy triton_models/captioner/1/model.py
+	$(PY) -m mypy triton_models/ocr/1/model.py
 	$(PY) -m mypy bench/triton_models/null_captioner/1/model.py
 
 bench: setup

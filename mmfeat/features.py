@@ -29,7 +29,7 @@ from mmfeat.settings import Features
 from mmfeat.tokenizers import TextTokenizer, Tokenizer, load_tokenizers
 from mmfeat.triton_contract import Caption, pack_embedding
 
-CAPTION, POST_TEXT = "caption", "post_text"  # the sources of words this version knows (docs/topics.md)
+CAPTION, POST_TEXT, OCR = "caption", "post_text", "ocr"  # the sources of words this version knows (docs/topics.md)
 
 
 class FeatureBuilder:
@@ -67,10 +67,12 @@ class FeatureBuilder:
 
     def build(
         self, upload: Upload, caption: Caption | None, captioner_version: str | None, content_sha256: str, *,
-        frames: Sequence[tuple[float, Caption]] = (),
+        frames: Sequence[tuple[float, Caption]] = (), ocr: Sequence[tuple[float | None, str]] | None = None,
+        ocr_version: str | None = None,
     ) -> FeatureRecord:  # fmt: skip
         """The record of one upload: an image's ``caption``, or a video's ``frames`` (merged into its caption
-        here), or neither for a post of words alone (schema 2 only)."""
+        here), or neither for a post of words alone (schema 2 only); ``ocr``, the text read on each image
+        or frame by the OCR model at ``ocr_version`` (None: not read; schema 2 only)."""
         if frames:
             caption, text = merged_caption(frames, self.max_words, self.description_max_words)
         elif caption is not None:
@@ -93,6 +95,14 @@ class FeatureBuilder:
             ids, versions = self._tokens(self.names, text, caption, captioner_version)
             sources[CAPTION] = SourceV2(text=text, raw=caption.text[:RAW_MAX], token_ids=ids)
             models["captioner"] = captioner_version
+        if ocr is not None and ocr_version is not None:
+            models["ocr"] = ocr_version
+            screen_raw = merged_lines([text for _, text in ocr])
+            screen = normalize_post_text(screen_raw, self.post_max_words)
+            if screen:
+                ids, ocr_versions = self._tokens(self.text_names, screen, Caption(screen, []), "")
+                sources[OCR] = SourceV2(text=screen, raw=screen_raw[:RAW_MAX], token_ids=ids)
+                versions.update(ocr_versions)
         post_raw = upload.post_text()
         post = normalize_post_text(post_raw, self.post_max_words)
         if post:
@@ -109,6 +119,12 @@ class FeatureBuilder:
 
 RAW_MAX = 20_000
 MAX_IDS = 4096
+
+
+def merged_lines(texts: Sequence[str]) -> str:
+    """Texts read on several frames as one: each distinct line once, in order of first appearance (a caption
+    burnt into a video is on many of its frames)."""
+    return "\n".join(dict.fromkeys(line.strip() for text in texts for line in text.splitlines() if line.strip()))
 
 
 def merged_caption(frames: Sequence[tuple[float, Caption]], max_words: int, description_max_words: int) -> tuple[Caption, str]:

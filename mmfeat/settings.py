@@ -98,6 +98,8 @@ class Worker(_Section):
     poll_timeout_s: float = Field(default=0.5, gt=0)
     budget_rate_per_s: float = Field(default=200.0, gt=0)
     budget_burst: int = Field(default=400, ge=1)
+    ocr_budget_rate_per_s: float = Field(default=20.0, gt=0, description="OCR requests per second (its own token bucket)")
+    ocr_budget_burst: int = Field(default=100, ge=1)
     dedupe_path: Path | None = None
 
 
@@ -137,6 +139,7 @@ class Triton(_Section):
     triton_retries: int = Field(default=2, ge=0)
     triton_unavailable_backoff_s: float = Field(default=1.0, gt=0)
     prompt: str = ""
+    ocr_model: str = Field(default="", description="Triton model reading on-screen text (triton_models/ocr: ocr); empty: no OCR")
 
 
 class Features(_Section):

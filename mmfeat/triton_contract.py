@@ -1,4 +1,4 @@
-"""The Triton contract of the captioner: every tensor, its dtype and shape, in one place.
+"""The Triton contracts of the captioner and of the OCR model: every tensor, its dtype and shape, in one place.
 
 The worker's client (workers/triton_client.py) builds requests and reads answers with it, the Python
 backend (triton_models/captioner/1/model.py) reads requests and builds answers with it, the version
@@ -16,6 +16,13 @@ Per request (the client sends one item per request; the batcher merges them):
     EMBEDDING          FP16   [-1]  the pooled, L2-normalized content embedding of the same model call
                                     (the Q-Former's query outputs, mean-pooled); [0] wide from a model
                                     that has none
+
+The OCR model (triton_models/ocr, readers/ocr.py), per request:
+
+    IMAGE              BYTES  [1]   encoded image bytes (an image upload, or a sampled video frame)
+  ->
+    TEXT               BYTES  [1]   UTF-8 text read on it, lines in reading order joined by newlines
+    OCR_VERSION        BYTES  [1]   the OCR model's version (lineage, dedupe)
 """
 
 from __future__ import annotations
@@ -84,8 +91,12 @@ TOKEN_IDS = Tensor("TOKEN_IDS", "INT64", (-1,))
 CAPTIONER_VERSION = Tensor("CAPTIONER_VERSION", "BYTES", (1,))
 EMBEDDING = Tensor("EMBEDDING", "FP16", (-1,))
 CAPTIONER = ModelContract("captioner", inputs=(IMAGE, PROMPT), outputs=(CAPTION, TOKEN_IDS, CAPTIONER_VERSION, EMBEDDING))
+TEXT = Tensor("TEXT", "BYTES", (1,))
+OCR_VERSION = Tensor("OCR_VERSION", "BYTES", (1,))
+OCR = ModelContract("ocr", inputs=(IMAGE,), outputs=(TEXT, OCR_VERSION))
 TOKEN_PAD = -1
 MAX_EMBEDDING_DIM = 4096
+MAX_TEXT_CHARS = 20_000  # a read text longer than this is cut (a record's raw text is bounded)
 
 
 def request_arrays(media: bytes, prompt: str) -> dict[str, np.ndarray]:
@@ -147,3 +158,17 @@ def _require(get: Callable[[str], np.ndarray | None], t: Tensor) -> np.ndarray:
     if got is None:
         raise ValueError(f"tensor {t.name} is missing")
     return got
+
+
+def text_answer_arrays(texts: Sequence[str], version: str) -> dict[str, np.ndarray]:
+    """The OCR model's output tensors of one request's texts (the model side)."""
+    return {
+        TEXT.name: np.array([[t.encode()] for t in texts], dtype=np.object_),
+        OCR_VERSION.name: np.array([[version.encode()]] * len(texts), dtype=np.object_),
+    }
+
+
+def read_text_answer(get: Callable[[str], np.ndarray | None]) -> tuple[str, str]:
+    """A one-item OCR answer (the client side): the text read, cut to MAX_TEXT_CHARS, and the model version."""
+    text = _require(get, TEXT).reshape(-1)[0].decode("utf-8", "replace")[:MAX_TEXT_CHARS]
+    return text, _require(get, OCR_VERSION).reshape(-1)[0].decode("utf-8", "replace")

@@ -14,7 +14,6 @@ time, so that one record's defect is that record's DLQ entry, not the batch's.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -38,8 +37,9 @@ from mmfeat.schemas import (
     parse_upload,
     peek_item_id,
 )
-from mmfeat.triton_contract import Caption
-from mmfeat.untrusted import clean
+from workers.passes import Budget, CaptionCache, CaptionResult, Frame, ModelPass
+
+CAPTIONER, OCR = "captioner", "ocr"  # the models a micro-batch passes through, by the names their answers are kept under
 
 log = logging.getLogger("mmfeat.worker")
 T = TypeVar("T")
@@ -71,12 +71,6 @@ class Outcome:
     dedupe_hit: bool = False
 
 
-@dataclass(frozen=True)
-class CaptionResult:
-    caption: Caption
-    captioner_version: str
-
-
 class Captioner(Protocol):
     """What the core needs of the captioner (workers/triton_client.py on Triton; a fake in unit tests)."""
 
@@ -91,20 +85,18 @@ class Captioner(Protocol):
     def close(self) -> None: ...
 
 
-class CaptionCache(Protocol):
-    """Content key -> caption of a captioner version (workers/gate.py's DedupeStore; a dict in unit tests)."""
+class TextReader(Protocol):
+    """What the core needs of a model that reads text in images (workers/triton_client.py's TritonOcr)."""
 
-    def has(self, key: str) -> bool: ...
+    def read_many(self, items: Sequence[bytes]) -> list[CaptionResult | RecordError]:
+        """One result per image, in order (the text in ``caption.text``); raises InfraError when the service is down."""
+        ...
 
-    def get(self, key: str, captioner_version: str | None) -> Caption | None: ...
+    def probe_version(self) -> str: ...
 
-    def put(self, key: str, captioner_version: str, caption: Caption) -> None: ...
+    def ready(self) -> bool: ...
 
     def close(self) -> None: ...
-
-
-class Budget(Protocol):
-    def try_take(self, n: float = 1.0) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -131,17 +123,8 @@ class Parts:
     prompt: str = ""
     max_record_bytes: int = 16 * 1024 * 1024
     unwrap: Callable[[bytes], bytes] = lambda raw: raw  # the upload a consumed value carries
-
-
-@dataclass
-class _Frame:
-    """One image the captioner sees for an upload: the image itself, or one sampled frame of a video."""
-
-    t_s: float | None  # seconds into the video; None for a still image
-    media: bytes
-    key: str  # content key: the dedupe store's and the batch's grouping key
-    result: CaptionResult | None = None
-    dedupe_hit: bool = False
+    ocr: TextReader | None = None  # None: no on-screen text source
+    ocr_budget: Budget | None = None
 
 
 @dataclass
@@ -153,11 +136,11 @@ class _Work:
     raw: bytes  # the upload's JSON
     upload: Upload
     key: str  # content key of the whole upload (the record's content_sha256)
-    frames: list[_Frame]  # none for a post of words alone
+    frames: list[Frame]  # none for a post of words alone
 
     @property
     def dedupe_hit(self) -> bool:
-        return bool(self.frames) and all(f.dedupe_hit for f in self.frames)
+        return bool(self.frames) and all(f.hits.get(CAPTIONER, False) for f in self.frames)
 
 
 @dataclass
@@ -187,8 +170,18 @@ class Stats:
 class CaptionCore:
     def __init__(self, parts: Parts, on_call: Callable[[float, int], None] | None = None) -> None:
         self.p = parts
-        self.on_call = on_call  # (seconds, images) of each captioner call, for metrics
-        self.captioner_version: str | None = None  # learned from answers, or one probe before trusting the cache
+        captioner, prompt = parts.captioner, parts.prompt
+        # on_call: (seconds, images) of each captioner call, for metrics
+        self.passes = [
+            ModelPass(CAPTIONER, lambda items: captioner.caption_many([(m, prompt) for m in items]), captioner.probe_version,
+                      parts.cache, parts.budget, on_call=on_call),
+        ]  # fmt: skip
+        if parts.ocr is not None:
+            self.passes.append(ModelPass(OCR, parts.ocr.read_many, parts.ocr.probe_version, parts.cache, parts.ocr_budget, prefix="ocr:"))
+
+    @property
+    def captioner_version(self) -> str | None:
+        return self.passes[0].version
 
     # ---- the boundary -------------------------------------------------------------------------
 
@@ -217,48 +210,20 @@ class CaptionCore:
         if upload.media_type == TEXT_ONLY:
             return _Work(inc, ref, raw, upload, self.p.content_key(upload.post_text().encode()), [])
         media = self.p.fetch(upload)
-        frames = [_Frame(t, m, self.p.content_key(m)) for t, m in self.p.frames(upload, media)]  # refuses bombs before Triton
+        frames = [Frame(t, m, self.p.content_key(m)) for t, m in self.p.frames(upload, media)]  # refuses bombs before Triton
         return _Work(inc, ref, raw, upload, self.p.content_key(media), frames)
 
-    def _cached(self, w: _Work) -> None:
-        for f in w.frames:
-            cached = self.p.cache.get(f.key, self.captioner_version)
-            if cached is not None:
-                assert self.captioner_version is not None
-                f.result, f.dedupe_hit = CaptionResult(cached, self.captioner_version), True
-
-    def _caption(self, todo: list[list[_Frame]]) -> dict[int, CaptionResult | RecordError]:
-        """Caption the first frame of each group; a result per group index. Raises InfraError only."""
-        items = [(group[0].media, self.p.prompt) for group in todo]
-        if not items:
-            return {}
-        began = time.monotonic()
-        try:
-            results: list[CaptionResult | RecordError] = self.p.captioner.caption_many(items)
-            if len(results) != len(items):
-                raise RuntimeError(f"captioner answered {len(results)} results for {len(items)} requests")
-        except Exception as e:
-            as_record_error(e)  # re-raises InfraError (Triton down: pause and retry the batch)
-            log.warning("captioner call failed for a batch of %d (%s): captioning one at a time", len(items), clean(e, 200))
-            results = []
-            for item in items:
-                try:
-                    results.extend(self.p.captioner.caption_many([item]))
-                except Exception as one:
-                    results.append(as_record_error(one))
-        if self.on_call is not None:
-            self.on_call(time.monotonic() - began, len(items))
-        return dict(enumerate(results))
-
     def _feature(self, w: _Work) -> Outcome:
-        results = [f.result for f in w.frames if f.result is not None]
-        assert len(results) == len(w.frames)
+        results = [f.results[CAPTIONER] for f in w.frames]
         version = results[0].captioner_version if results else None
+        read = [(f.t_s, f.results[OCR]) for f in w.frames if OCR in f.results]
+        ocr = [(t, r.caption.text) for t, r in read] if read else None
+        ocr_version = read[0][1].captioner_version if read else None
         if w.frames and w.frames[0].t_s is None:  # a still image
-            record = self.p.builder.build(w.upload, results[0].caption, version, w.key)
+            record = self.p.builder.build(w.upload, results[0].caption, version, w.key, ocr=ocr, ocr_version=ocr_version)
         else:
             frames = [(f.t_s or 0.0, r.caption) for f, r in zip(w.frames, results, strict=True)]
-            record = self.p.builder.build(w.upload, None, version, w.key, frames=frames)
+            record = self.p.builder.build(w.upload, None, version, w.key, frames=frames, ocr=ocr, ocr_version=ocr_version)
         headers: Headers = [
             *lineage_headers(record),
             (H_FEATURED_AT, now_utc().isoformat().encode()),
@@ -284,36 +249,19 @@ class CaptionCore:
         for inc in batch:
             ref = RecordRef(inc.ref.topic, inc.ref.partition, inc.ref.offset, peek_item_id(inc.value))
             slots.append(self._guarded(inc, ref, partial(self._admit, inc)))
-        work = [w for w in slots if isinstance(w, _Work)]
-        if self.captioner_version is None and any(self.p.cache.has(f.key) for w in work for f in w.frames):
-            self.captioner_version = self.p.captioner.probe_version()  # a cache entry is only good for this version
-        for i, slot in enumerate(slots):
-            if isinstance(slot, _Work):
-                got = self._guarded(slot.inc, slot.ref, partial(self._cached, slot))
-                if isinstance(got, Outcome):
-                    slots[i] = got
-        work = [w for w in slots if isinstance(w, _Work)]
-        # identical images within the batch (repeated frames too) share one request; the budget is one token
-        # per captioner call, and an upload with any image over budget is deferred whole
-        groups: dict[str, list[_Frame]] = {}
-        owner: dict[int, _Work] = {}
-        for w in work:
-            for f in w.frames:
-                if f.result is None:
-                    groups.setdefault(f.key, []).append(f)
-                    owner[id(f)] = w
-        allowed = [k for k in groups if self.p.budget is None or self.p.budget.try_take()]
-        deferred = {id(owner[id(f)]) for k in groups if k not in set(allowed) for f in groups[k]}
+        deferred: set[int] = set()
         rejected: dict[int, RecordError] = {}
-        for i, res in self._caption([groups[k] for k in allowed]).items():
-            group = groups[allowed[i]]
-            if isinstance(res, CaptionResult):
-                self.captioner_version = res.captioner_version
-                self.p.cache.put(group[0].key, res.captioner_version, res.caption)
-                for n, f in enumerate(group):
-                    f.result, f.dedupe_hit = res, n > 0
-            else:
-                rejected.update((id(owner[id(f)]), res) for f in group)
+        for model in self.passes:  # the captioner, then OCR: an upload one model defers or rejects skips the next
+            model.trust_cache([f for w in slots if isinstance(w, _Work) for f in w.frames])
+            for i, slot in enumerate(slots):
+                if isinstance(slot, _Work) and id(slot) not in deferred and id(slot) not in rejected:
+                    got = self._guarded(slot.inc, slot.ref, partial(model.lookup, slot.frames))
+                    if isinstance(got, Outcome):
+                        slots[i] = got
+            todo = [(id(w), w.frames) for w in slots if isinstance(w, _Work) and id(w) not in deferred and id(w) not in rejected]
+            more_deferred, more_rejected = model.run(todo)
+            deferred |= more_deferred
+            rejected.update(more_rejected)
         out: list[Outcome] = []
         for slot in slots:
             if isinstance(slot, Outcome):

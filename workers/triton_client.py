@@ -1,4 +1,4 @@
-"""The captioner as the worker sees it: a Triton gRPC client that captions a micro-batch.
+"""The captioner and the OCR model as the worker sees them: Triton gRPC clients that answer a micro-batch.
 
 Each image is its own request, all sent at once, so Triton's dynamic batcher can merge them and a
 bad image fails only its own request. Transport failures are retried; if the server is not ready
@@ -12,7 +12,9 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
@@ -21,12 +23,18 @@ from mmfeat import triton_contract as contract
 from mmfeat.errors import CaptionerUnavailable, CaptionRejected, ConfigError, RecordError, ServiceError, as_record_error
 from mmfeat.media import kind_of
 from mmfeat.settings import PROJECT_ROOT
-from workers.core import CaptionResult
+from mmfeat.triton_contract import Caption
+from workers.passes import CaptionResult
 
 REJECTED = "StatusCode.INVALID_ARGUMENT"
 
 
-class TritonCaptioner:
+class TritonModel:
+    """A Triton model called one request per item, all at once, with retries; the captioner and OCR are two."""
+
+    what = "model"
+    reason = "caption"  # the DLQ reason of an image this model rejects (and reason + "_failed": one it keeps failing)
+
     def __init__(self, url: str, model: str, *, timeout_s: float, retries: int, backoff_s: float = 0.5) -> None:
         self.url, self.model = url, model
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
@@ -38,22 +46,36 @@ class TritonCaptioner:
         except InferenceServerException:
             return False
 
-    def _inputs(self, media: bytes, prompt: str) -> list[grpcclient.InferInput]:
+    def _arrays(self, item: Any) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _read(self, result: grpcclient.InferResult) -> CaptionResult:
+        raise NotImplementedError
+
+    def _probe_item(self) -> Any:
+        raise NotImplementedError
+
+    def _inputs(self, item: Any) -> list[grpcclient.InferInput]:
         inputs = []
-        for name, array in contract.request_arrays(media, prompt).items():
-            tensor = grpcclient.InferInput(name, list(array.shape), contract.CAPTIONER.input(name).dtype)
+        for name, array in self._arrays(item).items():
+            tensor = grpcclient.InferInput(name, list(array.shape), "BYTES")  # every input of both contracts is BYTES
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
         return inputs
 
-    def _send_all(self, items: Sequence[tuple[bytes, str]]) -> list[CaptionResult | InferenceServerException | RecordError]:
+    def _send_all(self, items: Sequence[Any]) -> list[CaptionResult | InferenceServerException | RecordError]:
         results: list[CaptionResult | InferenceServerException | RecordError | None] = [None] * len(items)
         done = threading.Semaphore(0)
 
         def callback(i: int):  # type: ignore[no-untyped-def]
             def on_done(result: grpcclient.InferResult | None, error: InferenceServerException | None) -> None:
                 try:
-                    results[i] = error if error is not None else _read_result(result)
+                    if error is not None:
+                        results[i] = error
+                    elif result is None:
+                        results[i] = CaptionRejected(f"the {self.what} sent an empty response", reason=f"{self.reason}_failed")
+                    else:
+                        results[i] = self._read(result)
                 except Exception as e:  # an answer we cannot read is this request's failure, not the batch's
                     results[i] = as_record_error(e)
                 finally:
@@ -61,9 +83,9 @@ class TritonCaptioner:
 
             return on_done
 
-        for i, (image, prompt) in enumerate(items):
+        for i, item in enumerate(items):
             try:
-                self._client.async_infer(self.model, self._inputs(image, prompt), callback(i), client_timeout=self.timeout_s)
+                self._client.async_infer(self.model, self._inputs(item), callback(i), client_timeout=self.timeout_s)
             except InferenceServerException as e:
                 results[i] = e
                 done.release()
@@ -74,8 +96,8 @@ class TritonCaptioner:
             done.acquire()
         return [r for r in results if r is not None]
 
-    def caption_many(self, items: Sequence[tuple[bytes, str]]) -> list[CaptionResult | RecordError]:
-        """Caption every (image, prompt); a per-image rejection is returned in its slot.
+    def call_many(self, items: Sequence[Any]) -> list[CaptionResult | RecordError]:
+        """One result per item; a per-item rejection is returned in its slot.
 
         Raises CaptionerUnavailable when requests keep failing and the server is not ready.
         """
@@ -88,7 +110,7 @@ class TritonCaptioner:
                 if isinstance(res, CaptionResult | RecordError):
                     out[i] = res
                 elif res.status() == REJECTED:
-                    out[i] = CaptionRejected(f"captioner rejected the image: {res.message()}")
+                    out[i] = CaptionRejected(f"{self.what} rejected the image: {res.message()}", reason=self.reason)
                 else:
                     retry.append(i)
             todo = retry
@@ -100,25 +122,56 @@ class TritonCaptioner:
             if not self.ready():
                 raise CaptionerUnavailable(f"Triton at {self.url} is not ready (model {self.model})")
             for i in todo:  # the server is up but this request keeps failing: it is the record's fault
-                out[i] = CaptionRejected(f"captioner failed {self.retries + 1} times on this image", reason="caption_failed")
+                out[i] = CaptionRejected(f"{self.what} failed {self.retries + 1} times on this image", reason=f"{self.reason}_failed")
         return [r for r in out if r is not None]
 
     def probe_version(self) -> str:
-        """The version of the captioner serving now, from one tiny request (used before trusting a cache)."""
-        res = self.caption_many([(kind_of("image").sample(), "")])[0]
+        """The version of the model serving now, from one tiny request (used before trusting a cache)."""
+        res = self.call_many([self._probe_item()])[0]
         if not isinstance(res, CaptionResult):
-            raise CaptionerUnavailable(f"Triton at {self.url} cannot caption a probe image: {res}")
+            raise CaptionerUnavailable(f"Triton at {self.url} cannot answer a probe image ({self.model}): {res}")
         return res.captioner_version
 
     def close(self) -> None:
         self._client.close()
 
 
-def _read_result(result: grpcclient.InferResult | None) -> CaptionResult:
-    if result is None:
-        raise CaptionRejected("the captioner sent an empty response", reason="caption_failed")
-    caption, version = contract.read_answer(result.as_numpy)
-    return CaptionResult(caption, version)
+class TritonCaptioner(TritonModel):
+    what = "captioner"
+
+    def _arrays(self, item: tuple[bytes, str]) -> dict[str, np.ndarray]:
+        return contract.request_arrays(*item)
+
+    def _read(self, result: grpcclient.InferResult) -> CaptionResult:
+        caption, version = contract.read_answer(result.as_numpy)
+        return CaptionResult(caption, version)
+
+    def _probe_item(self) -> tuple[bytes, str]:
+        return kind_of("image").sample(), ""
+
+    def caption_many(self, items: Sequence[tuple[bytes, str]]) -> list[CaptionResult | RecordError]:
+        """Caption every (image, prompt); a per-image rejection is returned in its slot."""
+        return self.call_many(items)
+
+
+class TritonOcr(TritonModel):
+    """The OCR model (triton_models/ocr): the text read on each image, as a CaptionResult's ``caption.text``."""
+
+    what = "ocr"
+    reason = "ocr"
+
+    def _arrays(self, item: bytes) -> dict[str, np.ndarray]:
+        return {contract.IMAGE.name: np.array([[item]], dtype=np.object_)}
+
+    def _read(self, result: grpcclient.InferResult) -> CaptionResult:
+        text, version = contract.read_text_answer(result.as_numpy)
+        return CaptionResult(Caption(text, []), version)
+
+    def _probe_item(self) -> bytes:
+        return kind_of("image").sample()
+
+    def read_many(self, items: Sequence[bytes]) -> list[CaptionResult | RecordError]:
+        return self.call_many(items)
 
 
 CAPTIONER_MODEL = PROJECT_ROOT / "triton_models" / "captioner"

@@ -30,7 +30,7 @@ from mmfeat.settings import Settings
 from workers.core import CaptionCore, Incoming, Kind, Outcome, Parts, Stats, Topics
 from workers.fetch import FetchPolicy, fetch_media
 from workers.gate import DedupeStore, TokenBucket, content_key
-from workers.triton_client import TritonCaptioner
+from workers.triton_client import TritonCaptioner, TritonOcr
 
 log = logging.getLogger("mmfeat.worker")
 
@@ -49,7 +49,8 @@ def live_parts(
     settings: Settings, *, budget: bool = True, unwrap: Callable[[bytes], bytes] | None = None, clock: Callable[[], float] = time.monotonic
 ) -> Parts:
     """The parts the caption core calls: Triton, the dedupe store, fetch under the policy, the media kind's
-    frames (its probe first), the tokenizers. A backfill passes ``budget=False`` (its pacer paces, nothing is deferred) and ``unwrap``."""
+    frames (its probe first), the tokenizers, and OCR when ``MMFEAT_OCR_MODEL`` names one. A backfill passes
+    ``budget=False`` (its pacer paces, nothing is deferred) and ``unwrap``."""
     s = settings
     if not s.triton.triton_url:
         raise KafkaIOError("no Triton endpoint: run `mmfeat up` or set MMFEAT_TRITON_URL")
@@ -69,7 +70,11 @@ def live_parts(
         budget=TokenBucket(s.worker.budget_rate_per_s, s.worker.budget_burst, clock) if budget else None,
         prompt=s.triton.prompt,
         max_record_bytes=s.fetch.max_media_bytes * 2,
-        **({"unwrap": unwrap} if unwrap else {}),
+        unwrap=unwrap or (lambda raw: raw),
+        ocr=TritonOcr(s.triton.triton_url, s.triton.ocr_model, timeout_s=s.triton.triton_timeout_s, retries=s.triton.triton_retries)
+        if s.triton.ocr_model
+        else None,
+        ocr_budget=TokenBucket(s.worker.ocr_budget_rate_per_s, s.worker.ocr_budget_burst, clock) if budget else None,
     )
 
 

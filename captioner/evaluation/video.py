@@ -35,19 +35,31 @@ def _recall(texts: list[str], videos: list[SceneVideo], names: list[str]) -> dic
     return {"object_recall": round(found / total, 4), "segment_coverage": round(float(np.mean(segs)), 4)}
 
 
-def evaluate_videos(model_dir: Path, out_dir: Path, *, n: int = 30, segments: int = 3, frames: int = 5, seed: int = 77) -> dict[str, Any]:
+SETS = {"even": {"segments": 3, "uneven": False}, "uneven": {"segments": 6, "uneven": True}}  # 3 x 2 s; 6 of 0.5-3 s
+
+
+def evaluate_videos(model_dir: Path, out_dir: Path, *, n: int = 30, frames: int = 5, seed: int = 77) -> dict[str, Any]:
     runtime = CaptionerRuntime(model_dir)
+    results: dict[str, Any] = {"model": runtime.version, "videos_per_set": n, "frames": frames, "sets": {}}
+    for name, shape in SETS.items():
+        videos = list(scene_videos(n, segments=int(shape["segments"]), uneven=bool(shape["uneven"]), seed=seed))
+        results["sets"][name] = _evaluate_set(runtime, videos, VideoLimits(frames=frames), out_dir if name == "even" else None)
+        results["sets"][name]["segments_per_video"] = shape["segments"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "media_quality.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _evaluate_set(runtime: CaptionerRuntime, videos: list[SceneVideo], limits: VideoLimits, grid_dir: Path | None) -> dict[str, Any]:
     names = sorted(load_vocabulary())
-    videos = list(scene_videos(n, segments=segments, seconds=2.0, seed=seed))
-    limits = VideoLimits(frames=frames)
+    n = len(videos)
     systems: dict[str, list[list[tuple[float, bytes]]]] = {"sampled": [], "uniform": [], "cover": []}
     for v in tqdm(videos, desc="decode", unit="video", file=sys.stderr):
         systems["sampled"].append(decode_video(v.data, limits).frames)
-        systems["uniform"].append(
-            decode_video(v.data, replace(limits, scene_threshold=2.0)).frames
-        )  # no frame but the first is a scene start
+        no_scenes = replace(limits, scene_threshold=2.0)  # no frame but the first is a scene start
+        systems["uniform"].append(decode_video(v.data, no_scenes).frames)
         systems["cover"].append(systems["sampled"][-1][:1])
-    results: dict[str, Any] = {"model": runtime.version, "videos": n, "segments_per_video": segments, "frames": frames, "systems": {}}
+    results: dict[str, Any] = {}
     grid: list[tuple[bytes, str]] = []
     for system, per_video in systems.items():
         texts, requests = [], 0
@@ -60,10 +72,9 @@ def evaluate_videos(model_dir: Path, out_dir: Path, *, n: int = 30, segments: in
             texts.append(text)
             if system == "sampled" and len(grid) < 10:
                 grid += [(png, f"{t:.1f} s: {caps[png].text}") for t, png in sampled][: 10 - len(grid)]
-        results["systems"][system] = {**_recall(texts, videos, names), "captioner_requests_per_video": round(requests / n, 2)}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "media_quality.json").write_text(json.dumps(results, indent=2) + "\n")
-    from mmfeat.cli.render import caption_grid
+        results[system] = {**_recall(texts, videos, names), "captioner_requests_per_video": round(requests / n, 2)}
+    if grid_dir is not None:
+        from mmfeat.cli.render import caption_grid
 
-    caption_grid(grid, out_dir / "media_frames.png", cols=5, tile=180)
+        caption_grid(grid, grid_dir / "media_frames.png", cols=5, tile=180)
     return results

@@ -113,6 +113,6 @@ def run(fn: Callable[..., T], args: tuple[Any, ...], *, timeout_s: float, memory
             _children.pop(memory_mb, None)
             raise
     if status == "ok":
-        return value  # type: ignore[no-any-return]
+        return value
     message, reason = value
     raise MediaRejected(message, reason=reason)

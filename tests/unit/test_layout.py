@@ -8,8 +8,8 @@ from pathlib import Path
 
 from mmfeat.settings import PROJECT_ROOT
 
-PACKAGES = ("mmfeat", "captioner", "workers", "streams", "ranking", "bench")
-STAGES = ("captioner", "workers", "streams", "ranking", "bench")
+PACKAGES = ("mmfeat", "captioner", "readers", "workers", "streams", "ranking", "bench")
+STAGES = ("captioner", "readers", "workers", "streams", "ranking", "bench")
 COMPOSITION_ROOT = "mmfeat.cli"
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 80
 

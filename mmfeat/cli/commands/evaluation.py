@@ -90,9 +90,11 @@ def eval_media(
     from mmfeat.settings import DEFAULT_CAPTIONER
 
     results = evaluate_videos(model or DEFAULT_CAPTIONER, out_dir, n=videos)
-    for system, fig in results["systems"].items():
-        console.print(
-            f"eval-media: {system:<8} object recall {fig['object_recall']:.3f}, segments covered {fig['segment_coverage']:.3f}, "
-            f"{fig['captioner_requests_per_video']} captioner requests per video"
-        )
+    for name, systems in results["sets"].items():
+        for system, fig in systems.items():
+            if isinstance(fig, dict):
+                console.print(
+                    f"eval-media: {name:<6} {system:<8} object recall {fig['object_recall']:.3f}, segments covered "
+                    f"{fig['segment_coverage']:.3f}, {fig['captioner_requests_per_video']} captioner requests per video"
+                )
     console.print(f"eval-media: wrote {out_dir / 'media_quality.json'} and {out_dir / 'media_frames.png'}")

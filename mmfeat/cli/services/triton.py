@@ -107,6 +107,16 @@ def triton_ready(http_url: str, model: str | None = None, timeout_s: float = 2.0
         return False
 
 
+def render_ocr_model(dst: Path, *, name: str = "ocr") -> Path:
+    """Add the OCR model (triton_models/ocr) to the model repository ``dst``, under ``name``."""
+    src = PROJECT_ROOT / "triton_models" / "ocr"
+    target = dst / name
+    (target / "1").mkdir(parents=True, exist_ok=True)
+    (target / "config.pbtxt").write_text((src / "config.pbtxt").read_text().replace('name: "ocr"', f'name: "{name}"'))
+    shutil.copy2(src / "1" / "model.py", target / "1" / "model.py")
+    return dst
+
+
 def render_model_repository(
     dst: Path, model_dir: Path, *, name: str = "captioner", config_overrides: str = "", replace: dict[str, str] | None = None
 ) -> Path:

@@ -3,6 +3,7 @@ default captioner captions each distinct sampled frame once, in the worker's one
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from captioner.evaluation.quality import mentioned
 from captioner.runtime import CaptionerRuntime
 from captioner.world.clipart import load_vocabulary
 from captioner.world.videos import scene_videos
+from mmfeat.cli.produce import send_uploads
 from mmfeat.media import kind_of
 from mmfeat.normalize import normalize_caption
 from mmfeat.schemas import H_SCHEMA, DlqRecordV1, FeatureRecordV2
@@ -80,3 +82,45 @@ def test_a_folder_of_media_becomes_one_outcome_per_file(settings: Settings, tmp_
 
     tail = run_cli(s, "tail", s.topics.features_topic, "--max", "5")
     assert tail.returncode == 0 and "post_text: 'sunday market" in tail.stdout and " s: '" in tail.stdout  # frames shown
+
+
+def test_on_screen_text_is_read_on_images_and_video_frames_once_each(settings: Settings, tmp_path: Path) -> None:
+    """OCR on (MMFEAT_OCR_MODEL=ocr, the model from triton_models/ocr): an image with a sign and a video whose
+    frames carry a burnt-in line both get an ``ocr`` source with the words; a picture without text gets none."""
+    import base64
+
+    from PIL import Image
+
+    from captioner.world.signs import signs
+    from mmfeat.media.video import encode_test_video
+    from mmfeat.schemas import UploadV2, now_utc
+
+    s = settings.updated({"triton_model": "captioner_default", "ocr_model": "ocr"})
+    sign = next(signs(1, seed=8))
+    video = next(scene_videos(1, seed=9))
+    backdrop = Image.open(io.BytesIO(sign.png)).convert("RGB").resize((224, 224))
+    frames = [backdrop] * 4 + [video.images[0].convert("RGB")] * 4  # the sign, then a scene with no text
+    blank = Image.new("RGB", (64, 64), (240, 240, 240))
+    cases = {"sign": ("image", sign.png), "clip": ("video", encode_test_video(frames, fps=4)), "blank": ("image", _png(blank))}
+    ups = [
+        UploadV2(
+            schema_version=2, item_id=k, owner_id="o", media_type=kind, media_b64=base64.b64encode(data).decode(), created_at=now_utc()
+        )
+        for k, (kind, data) in cases.items()
+    ]
+    send_uploads(s, iter(ups))
+    stats = BackgroundWorker(s, max_records=len(ups), idle_exit_s=60).join(240)
+    assert (stats.features, stats.dlq, stats.deferred) == (3, 0, 0)
+    feats = {k: FeatureRecordV2.model_validate_json(r.value or b"") for k, r in by_key(records(s, s.topics.features_topic)).items()}
+    words = set(sign.words)
+    for key in ("sign", "clip"):
+        read = set(feats[key].sources["ocr"].text.split())
+        assert len(words & read) >= 0.6 * len(words), (key, sign.words, read)
+        assert feats[key].model_versions["ocr"].startswith("rapidocr-")
+    assert "ocr" not in feats["blank"].sources and "ocr" in feats["blank"].model_versions  # read, and nothing on it
+
+
+def _png(img: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")  # type: ignore[attr-defined]
+    return buf.getvalue()

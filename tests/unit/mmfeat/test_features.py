@@ -117,3 +117,16 @@ def test_video_frames_merge_into_one_caption_and_keep_their_own() -> None:
         (3.0, "a cat and a dog"),
     ]
     assert rec.sources["caption"].token_ids["decoder"] == [1, 2, 2, 3]  # the distinct frames' ids
+
+
+def test_text_read_on_frames_is_the_ocr_source_each_line_once() -> None:
+    frames = [(0.0, Caption("a cat", [1])), (1.0, Caption("a cat", [1]))]
+    up = UploadV1(item_id="v1", owner_id="o", media_type="video", media_b64="eA==", created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    rec = builder(2).build(up, None, "cap-v1", "sha", frames=frames, ocr=[(0.0, "BIG SALE\nToday"), (1.0, "BIG SALE")], ocr_version="ocr@1")
+    assert isinstance(rec, FeatureRecordV2) and rec.model_versions == {"captioner": "cap-v1", "ocr": "ocr@1"}
+    assert rec.sources["ocr"].raw == "BIG SALE\nToday" and rec.sources["ocr"].text == "big sale today"
+    assert sorted(rec.sources["ocr"].token_ids) == ["hash", "sp", "word"]
+    nothing = builder(2).build(up, None, "cap-v1", "sha", frames=frames, ocr=[(0.0, ""), (1.0, " ")], ocr_version="ocr@1")
+    assert isinstance(nothing, FeatureRecordV2) and "ocr" not in nothing.sources and nothing.model_versions["ocr"] == "ocr@1"
+    v1 = builder(1).build(up, None, "cap-v1", "sha", frames=frames, ocr=[(0.0, "BIG SALE")], ocr_version="ocr@1")
+    assert isinstance(v1, FeatureRecordV1)  # version 1 has no place for it

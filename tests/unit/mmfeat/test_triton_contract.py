@@ -19,11 +19,13 @@ def declared(tensors: object) -> set[tuple[str, str, tuple[int, ...], bool]]:
 
 
 def test_config_pbtxt_declares_the_contracts_tensors() -> None:
-    for folder in ("triton_models/captioner", "bench/triton_models/null_captioner"):
+    models = {"triton_models/captioner": contract.CAPTIONER, "bench/triton_models/null_captioner": contract.CAPTIONER,
+              "triton_models/ocr": contract.OCR}  # fmt: skip
+    for folder, model in models.items():
         config = model_config_pb2.ModelConfig()
         text_format.Parse((PROJECT_ROOT / folder / "config.pbtxt").read_text(), config)
-        want_in = {(t.name, t.config_type, t.dims, t.optional) for t in contract.CAPTIONER.inputs}
-        want_out = {(t.name, t.config_type, t.dims, False) for t in contract.CAPTIONER.outputs}
+        want_in = {(t.name, t.config_type, t.dims, t.optional) for t in model.inputs}
+        want_out = {(t.name, t.config_type, t.dims, False) for t in model.outputs}
         assert declared(config.input) == want_in, folder
         assert declared(config.output) == want_out, folder
 
@@ -40,6 +42,15 @@ def test_a_request_and_an_answer_read_back_on_the_other_side() -> None:
     assert answer["TOKEN_IDS"].tolist() == [[5, 6, 7], [8, -1, -1]]  # ragged rows padded
     one = {name: a[1:2] for name, a in answer.items()}  # the client reads one item's answer
     assert contract.read_answer(one.get) == (contract.Caption("two cats", [8]), "cap@1")
+
+
+def test_an_ocr_answer_reads_back_and_is_bounded() -> None:
+    answer = contract.text_answer_arrays(["OPEN\nSUNDAY", "x" * 30_000], "ocr@1")
+    assert contract.read_text_answer({k: a[:1] for k, a in answer.items()}.get) == ("OPEN\nSUNDAY", "ocr@1")
+    text, _ = contract.read_text_answer({k: a[1:] for k, a in answer.items()}.get)
+    assert len(text) == contract.MAX_TEXT_CHARS
+    with pytest.raises(ValueError, match="TEXT is missing"):
+        contract.read_text_answer({"OCR_VERSION": answer["OCR_VERSION"]}.get)
 
 
 def test_an_answer_without_a_tensor_is_an_error() -> None:

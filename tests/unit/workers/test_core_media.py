@@ -4,18 +4,22 @@ taken per frame and deferred whole, a post of words alone needing no captioner."
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
+from mmfeat.errors import CaptionRejected, RecordError
 from mmfeat.features import FeatureBuilder
 from mmfeat.media import Limits, kind_of
 from mmfeat.media.video import VideoLimits, encode_test_video
 from mmfeat.schemas import FeatureRecordV2, parse_feature_record
 from mmfeat.settings import ASSETS
 from mmfeat.tokenizers import load_tokenizers
+from mmfeat.triton_contract import Caption
 from tests.unit.mmfeat.media.test_video import scene, three_scenes
 from tests.unit.workers.test_core import IMAGES, NAMES, DictCache, FakeCaptioner, batch, check_outcomes
-from workers.core import CaptionCore, Kind, Parts, Topics
+from workers.core import CaptionCore, CaptionResult, Kind, Parts, Topics
 from workers.fetch import FetchPolicy, fetch_media
 from workers.gate import TokenBucket, content_key
 
@@ -92,3 +96,67 @@ def test_a_hostile_video_is_its_own_dlq_entry_and_the_batch_goes_on(tmp_path: Pa
     check_outcomes(incoming, out)
     assert [o.kind for o in out] == [Kind.DLQ, Kind.FEATURE, Kind.DLQ]
     assert out[0].reason == "not_a_video" and out[2].reason == "not_a_video"
+
+
+class FakeOcr:
+    """Reads 'SALE' on every image whose first byte hash is even, nothing on the others; counts its calls."""
+
+    def __init__(self, *, reject: bytes | None = None) -> None:
+        self.calls: list[int] = []
+        self.reject = reject
+
+    def read_many(self, items: Sequence[bytes]) -> list[CaptionResult | RecordError]:
+        self.calls.append(len(items))
+        out: list[CaptionResult | RecordError] = []
+        for media in items:
+            if media == self.reject:
+                out.append(CaptionRejected("ocr rejected the image", reason="ocr"))
+            else:
+                text = "50% OFF\nSALE" if hashlib.sha256(media).digest()[0] % 2 == 0 else ""
+                out.append(CaptionResult(Caption(text, []), "fake-ocr@1"))
+        return out
+
+    def probe_version(self) -> str:
+        return "fake-ocr@1"
+
+    def ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def ocr_core(tmp_path: Path, ocr: FakeOcr, *, ocr_budget: int | None = None, cache: DictCache | None = None) -> CaptionCore:
+    c = media_core(tmp_path, FakeCaptioner(), cache=cache)
+    c.p.ocr, c.p.ocr_budget = ocr, TokenBucket(0.0001, ocr_budget) if ocr_budget is not None else None
+    return CaptionCore(c.p)
+
+
+def _even(media: bytes) -> bool:
+    return hashlib.sha256(media).digest()[0] % 2 == 0
+
+
+def test_ocr_reads_each_distinct_picture_once_and_becomes_the_ocr_source(tmp_path: Path) -> None:
+    ocr = FakeOcr()
+    out = ocr_core(tmp_path, ocr).run(batch([v2("vid", "video", SCENES), v2("a", "image", IMAGES[0]), v2("b", "image", IMAGES[0])]))
+    assert [o.kind for o in out] == [Kind.FEATURE] * 3
+    assert ocr.calls == [3 + 1]  # 3 distinct frames, and the image the two uploads share, in one call
+    img = parse_feature_record(out[1].record.value or b"")
+    assert isinstance(img, FeatureRecordV2) and img.model_versions["ocr"] == "fake-ocr@1"
+    if _even(IMAGES[0]):
+        assert img.sources["ocr"].text == "50 off sale" and img.sources["ocr"].raw == "50% OFF\nSALE"
+        assert sorted(img.sources["ocr"].token_ids) == ["hash", "sp", "word"]
+    else:
+        assert "ocr" not in img.sources  # read, nothing on it: the model version says it was read
+    vid = parse_feature_record(out[0].record.value or b"")
+    assert isinstance(vid, FeatureRecordV2) and vid.model_versions["ocr"] == "fake-ocr@1"
+
+
+def test_ocr_has_its_own_budget_and_cache_and_a_rejection_is_the_uploads_dlq_entry(tmp_path: Path) -> None:
+    cache, ocr = DictCache(), FakeOcr()
+    out = ocr_core(tmp_path, ocr, ocr_budget=2, cache=cache).run(batch([v2("vid", "video", SCENES)]))
+    assert [o.kind for o in out] == [Kind.DEFERRED]  # 3 pictures, 2 OCR tokens (the captioner had room)
+    again = ocr_core(tmp_path, ocr, ocr_budget=1, cache=cache).run(batch([v2("vid", "video", SCENES)]))
+    assert [o.kind for o in again] == [Kind.FEATURE] and ocr.calls == [2, 1]  # the captions and 2 reads were cached
+    bad = ocr_core(tmp_path, FakeOcr(reject=IMAGES[1])).run(batch([v2("x", "image", IMAGES[1]), v2("y", "image", IMAGES[2])]))
+    assert [o.kind for o in bad] == [Kind.DLQ, Kind.FEATURE] and bad[0].reason == "ocr"

@@ -41,7 +41,7 @@ def signs(n: int, seed: int = 0, backdrop: Image.Image | None = None) -> Iterato
         text = "\n".join(" ".join(w.upper() if rng.random() < 0.5 else w for w in line) for line in lines)
         probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
         box = probe.multiline_textbbox((0, 0), text, font=font, spacing=size // 3)
-        w, h = box[2] + size, box[3] + size
+        w, h = int(box[2]) + size, int(box[3]) + size
         layer = Image.new("RGBA", (w, h), (*bg, 255 if backdrop is None else 200))
         ImageDraw.Draw(layer).multiline_text((size // 2, size // 2), text, font=font, fill=(*fg, 255), spacing=size // 3)
         layer = layer.rotate(rotation, expand=True, fillcolor=(*bg, 0 if backdrop is not None else 255), resample=Image.Resampling.BICUBIC)

@@ -23,12 +23,15 @@ $(STAMP): requirements.lock
 .venv:
 	ln -sfn $(VENV) .venv
 
-# Java 17 + Maven fetch and run the broker; openclipart-png is the demo's, the captioner's and the tests' real images.
+# Java 17 + Maven fetch and run the broker; openclipart-png is the demo's, the captioner's and the tests' real images;
+# espeak-ng speaks the tests' sentences and DejaVu draws their on-screen text.
 sysdeps:
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	test -d /usr/share/openclipart/png || missing="$$missing openclipart-png"; \
+	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	test -d /usr/share/fonts/truetype/dejavu || missing="$$missing fonts-dejavu-core"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -77,7 +77,7 @@ def bench_media(s: Settings, videos: int, rounds: int = 2) -> dict[str, Any]:
                  created_at=stamp)
         for i, png in enumerate(distinct)
     ]  # fmt: skip
-    kind_of("image").frames(distinct[0], limits)  # the frames are images the image kind accepts as they are
+    kind_of("image").prepare(distinct[0], limits)  # the frames are images the image kind accepts as they are
     runs: list[dict[str, float]] = []
     for r in range(rounds):  # alternate the order, so neither side always runs on a warmer Triton
         order = ["videos", "images"] if r % 2 == 0 else ["images", "videos"]

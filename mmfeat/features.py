@@ -29,7 +29,7 @@ from mmfeat.settings import Features
 from mmfeat.tokenizers import TextTokenizer, Tokenizer, load_tokenizers
 from mmfeat.triton_contract import Caption, pack_embedding
 
-CAPTION, POST_TEXT, OCR = "caption", "post_text", "ocr"  # the sources of words this version knows (docs/topics.md)
+CAPTION, POST_TEXT, OCR, ASR = "caption", "post_text", "ocr", "asr"  # the sources of words this version knows (docs/topics.md)
 
 
 class FeatureBuilder:
@@ -68,11 +68,12 @@ class FeatureBuilder:
     def build(
         self, upload: Upload, caption: Caption | None, captioner_version: str | None, content_sha256: str, *,
         frames: Sequence[tuple[float, Caption]] = (), ocr: Sequence[tuple[float | None, str]] | None = None,
-        ocr_version: str | None = None,
+        ocr_version: str | None = None, asr: str | None = None, asr_version: str | None = None,
     ) -> FeatureRecord:  # fmt: skip
         """The record of one upload: an image's ``caption``, or a video's ``frames`` (merged into its caption
         here), or neither for a post of words alone (schema 2 only); ``ocr``, the text read on each image
-        or frame by the OCR model at ``ocr_version`` (None: not read; schema 2 only)."""
+        or frame by the OCR model at ``ocr_version`` (None: not read); ``asr``, the transcript of its sound
+        track by the ASR model at ``asr_version`` (None: nothing heard). Both schema 2 only."""
         if frames:
             caption, text = merged_caption(frames, self.max_words, self.description_max_words)
         elif caption is not None:
@@ -103,6 +104,13 @@ class FeatureBuilder:
                 ids, ocr_versions = self._tokens(self.text_names, screen, Caption(screen, []), "")
                 sources[OCR] = SourceV2(text=screen, raw=screen_raw[:RAW_MAX], token_ids=ids)
                 versions.update(ocr_versions)
+        if asr is not None and asr_version is not None:
+            models["asr"] = asr_version
+            speech = normalize_post_text(asr, self.post_max_words)
+            if speech:
+                ids, asr_versions = self._tokens(self.text_names, speech, Caption(speech, []), "")
+                sources[ASR] = SourceV2(text=speech, raw=asr[:RAW_MAX], token_ids=ids)
+                versions.update(asr_versions)
         post_raw = upload.post_text()
         post = normalize_post_text(post_raw, self.post_max_words)
         if post:

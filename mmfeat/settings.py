@@ -100,6 +100,8 @@ class Worker(_Section):
     budget_burst: int = Field(default=400, ge=1)
     ocr_budget_rate_per_s: float = Field(default=20.0, gt=0, description="OCR requests per second (its own token bucket)")
     ocr_budget_burst: int = Field(default=100, ge=1)
+    asr_budget_rate_per_s: float = Field(default=5.0, gt=0, description="ASR requests per second (its own token bucket)")
+    asr_budget_burst: int = Field(default=50, ge=1)
     dedupe_path: Path | None = None
 
 
@@ -126,6 +128,7 @@ class Media(_Section):
     max_video_frames: int = Field(default=20_000, gt=0, description="most frames decoded from one video")
     video_decode_timeout_s: float = Field(default=30.0, gt=0, description="wall-clock deadline of one video's decode")
     video_memory_mb: int = Field(default=1024, ge=64, description="address-space cap of the decoding process")
+    max_audio_seconds: float = Field(default=600.0, gt=0, description="longest sound (an audio upload, or a video's track)")
     video_frames: int = Field(default=5, ge=1, le=64, description="frames sampled per video (uniform, plus scene changes)")
     video_scene_threshold: float = Field(default=0.15, gt=0, le=1, description="share of changed pixels counted as a scene change")
 
@@ -140,6 +143,7 @@ class Triton(_Section):
     triton_unavailable_backoff_s: float = Field(default=1.0, gt=0)
     prompt: str = ""
     ocr_model: str = Field(default="", description="Triton model reading on-screen text (triton_models/ocr: ocr); empty: no OCR")
+    asr_model: str = Field(default="", description="Triton model transcribing speech (triton_models/asr: asr); empty: no ASR")
 
 
 class Features(_Section):

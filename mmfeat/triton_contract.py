@@ -23,6 +23,13 @@ The OCR model (triton_models/ocr, readers/ocr.py), per request:
   ->
     TEXT               BYTES  [1]   UTF-8 text read on it, lines in reading order joined by newlines
     OCR_VERSION        BYTES  [1]   the OCR model's version (lineage, dedupe)
+
+The ASR model (triton_models/asr, readers/asr.py), per request:
+
+    AUDIO              BYTES  [1]   16 kHz mono signed 16-bit little-endian PCM
+  ->
+    TEXT               BYTES  [1]   UTF-8 transcript
+    ASR_VERSION        BYTES  [1]   the ASR model's version (lineage, dedupe)
 """
 
 from __future__ import annotations
@@ -94,6 +101,10 @@ CAPTIONER = ModelContract("captioner", inputs=(IMAGE, PROMPT), outputs=(CAPTION,
 TEXT = Tensor("TEXT", "BYTES", (1,))
 OCR_VERSION = Tensor("OCR_VERSION", "BYTES", (1,))
 OCR = ModelContract("ocr", inputs=(IMAGE,), outputs=(TEXT, OCR_VERSION))
+AUDIO = Tensor("AUDIO", "BYTES", (1,))
+ASR_VERSION = Tensor("ASR_VERSION", "BYTES", (1,))
+ASR = ModelContract("asr", inputs=(AUDIO,), outputs=(TEXT, ASR_VERSION))
+AUDIO_RATE = 16_000
 TOKEN_PAD = -1
 MAX_EMBEDDING_DIM = 4096
 MAX_TEXT_CHARS = 20_000  # a read text longer than this is cut (a record's raw text is bounded)
@@ -160,15 +171,15 @@ def _require(get: Callable[[str], np.ndarray | None], t: Tensor) -> np.ndarray:
     return got
 
 
-def text_answer_arrays(texts: Sequence[str], version: str) -> dict[str, np.ndarray]:
-    """The OCR model's output tensors of one request's texts (the model side)."""
+def text_answer_arrays(texts: Sequence[str], version: str, version_tensor: Tensor = OCR_VERSION) -> dict[str, np.ndarray]:
+    """The output tensors of one request's texts (the model side of OCR, or of ASR with ``ASR_VERSION``)."""
     return {
         TEXT.name: np.array([[t.encode()] for t in texts], dtype=np.object_),
-        OCR_VERSION.name: np.array([[version.encode()]] * len(texts), dtype=np.object_),
+        version_tensor.name: np.array([[version.encode()]] * len(texts), dtype=np.object_),
     }
 
 
-def read_text_answer(get: Callable[[str], np.ndarray | None]) -> tuple[str, str]:
-    """A one-item OCR answer (the client side): the text read, cut to MAX_TEXT_CHARS, and the model version."""
+def read_text_answer(get: Callable[[str], np.ndarray | None], version_tensor: Tensor = OCR_VERSION) -> tuple[str, str]:
+    """A one-item OCR or ASR answer (the client side): the text, cut to MAX_TEXT_CHARS, and the model version."""
     text = _require(get, TEXT).reshape(-1)[0].decode("utf-8", "replace")[:MAX_TEXT_CHARS]
-    return text, _require(get, OCR_VERSION).reshape(-1)[0].decode("utf-8", "replace")
+    return text, _require(get, version_tensor).reshape(-1)[0].decode("utf-8", "replace")

@@ -24,6 +24,7 @@ from mmfeat.dlq import dead_letter
 from mmfeat.errors import RecordError, RecordRef, as_record_error
 from mmfeat.features import FeatureBuilder, encode_feature, lineage_headers
 from mmfeat.kafka.client import Headers, OutRecord
+from mmfeat.media.prepared import Prepared
 from mmfeat.schemas import (
     H_DEDUPE,
     H_FEATURED_AT,
@@ -39,7 +40,7 @@ from mmfeat.schemas import (
 )
 from workers.passes import Budget, CaptionCache, CaptionResult, Frame, ModelPass
 
-CAPTIONER, OCR = "captioner", "ocr"  # the models a micro-batch passes through, by the names their answers are kept under
+CAPTIONER, OCR, ASR = "captioner", "ocr", "asr"  # the models a batch passes through, by the names their answers are kept under
 
 log = logging.getLogger("mmfeat.worker")
 T = TypeVar("T")
@@ -114,9 +115,9 @@ class Parts:
     cache: CaptionCache
     builder: FeatureBuilder
     fetch: Callable[[Upload], bytes]
-    # the images the captioner sees, with their time in a video (None: a still image); refuses what the
-    # media kind cannot take (raises MediaRejected)
-    frames: Callable[[Upload, bytes], list[tuple[float | None, bytes]]]
+    # the images the captioner and OCR see (with their time in a video; None: a still image) and the sound the
+    # ASR model hears; refuses what the media kind cannot take (raises MediaRejected)
+    prepare: Callable[[Upload, bytes], Prepared]
     content_key: Callable[[bytes], str]
     topics: Topics
     budget: Budget | None = None  # None: never defer (a backfill paces itself instead)
@@ -125,6 +126,8 @@ class Parts:
     unwrap: Callable[[bytes], bytes] = lambda raw: raw  # the upload a consumed value carries
     ocr: TextReader | None = None  # None: no on-screen text source
     ocr_budget: Budget | None = None
+    asr: TextReader | None = None  # None: no speech source
+    asr_budget: Budget | None = None
 
 
 @dataclass
@@ -136,7 +139,8 @@ class _Work:
     raw: bytes  # the upload's JSON
     upload: Upload
     key: str  # content key of the whole upload (the record's content_sha256)
-    frames: list[Frame]  # none for a post of words alone
+    frames: list[Frame]  # none for a post of words alone, or a sound
+    audio: list[Frame] = field(default_factory=list)  # the sound track (one), for the ASR model
 
     @property
     def dedupe_hit(self) -> bool:
@@ -178,6 +182,8 @@ class CaptionCore:
         ]  # fmt: skip
         if parts.ocr is not None:
             self.passes.append(ModelPass(OCR, parts.ocr.read_many, parts.ocr.probe_version, parts.cache, parts.ocr_budget, prefix="ocr:"))
+        if parts.asr is not None:  # it hears each upload's sound track (_Work.audio), not its pictures
+            self.passes.append(ModelPass(ASR, parts.asr.read_many, parts.asr.probe_version, parts.cache, parts.asr_budget, prefix="asr:"))
 
     @property
     def captioner_version(self) -> str | None:
@@ -210,8 +216,10 @@ class CaptionCore:
         if upload.media_type == TEXT_ONLY:
             return _Work(inc, ref, raw, upload, self.p.content_key(upload.post_text().encode()), [])
         media = self.p.fetch(upload)
-        frames = [Frame(t, m, self.p.content_key(m)) for t, m in self.p.frames(upload, media)]  # refuses bombs before Triton
-        return _Work(inc, ref, raw, upload, self.p.content_key(media), frames)
+        prepared = self.p.prepare(upload, media)  # refuses bombs before Triton
+        frames = [Frame(t, m, self.p.content_key(m)) for t, m in prepared.images]
+        audio = [Frame(None, prepared.audio, self.p.content_key(prepared.audio))] if prepared.audio else []
+        return _Work(inc, ref, raw, upload, self.p.content_key(media), frames, audio)
 
     def _feature(self, w: _Work) -> Outcome:
         results = [f.results[CAPTIONER] for f in w.frames]
@@ -219,11 +227,17 @@ class CaptionCore:
         read = [(f.t_s, f.results[OCR]) for f in w.frames if OCR in f.results]
         ocr = [(t, r.caption.text) for t, r in read] if read else None
         ocr_version = read[0][1].captioner_version if read else None
+        heard = w.audio[0].results.get(ASR) if w.audio else None
+        asr, asr_version = (heard.caption.text, heard.captioner_version) if heard else (None, None)
         if w.frames and w.frames[0].t_s is None:  # a still image
-            record = self.p.builder.build(w.upload, results[0].caption, version, w.key, ocr=ocr, ocr_version=ocr_version)
+            record = self.p.builder.build(
+                w.upload, results[0].caption, version, w.key, ocr=ocr, ocr_version=ocr_version, asr=asr, asr_version=asr_version
+            )
         else:
             frames = [(f.t_s or 0.0, r.caption) for f, r in zip(w.frames, results, strict=True)]
-            record = self.p.builder.build(w.upload, None, version, w.key, frames=frames, ocr=ocr, ocr_version=ocr_version)
+            record = self.p.builder.build(
+                w.upload, None, version, w.key, frames=frames, ocr=ocr, ocr_version=ocr_version, asr=asr, asr_version=asr_version
+            )
         headers: Headers = [
             *lineage_headers(record),
             (H_FEATURED_AT, now_utc().isoformat().encode()),
@@ -251,14 +265,15 @@ class CaptionCore:
             slots.append(self._guarded(inc, ref, partial(self._admit, inc)))
         deferred: set[int] = set()
         rejected: dict[int, RecordError] = {}
-        for model in self.passes:  # the captioner, then OCR: an upload one model defers or rejects skips the next
-            model.trust_cache([f for w in slots if isinstance(w, _Work) for f in w.frames])
+        for model in self.passes:  # captioner, OCR, ASR: an upload one model defers or rejects skips the next
+            inputs = (lambda w: w.audio) if model.name == ASR else (lambda w: w.frames)
+            model.trust_cache([f for w in slots if isinstance(w, _Work) for f in inputs(w)])
             for i, slot in enumerate(slots):
                 if isinstance(slot, _Work) and id(slot) not in deferred and id(slot) not in rejected:
-                    got = self._guarded(slot.inc, slot.ref, partial(model.lookup, slot.frames))
+                    got = self._guarded(slot.inc, slot.ref, partial(model.lookup, inputs(slot)))
                     if isinstance(got, Outcome):
                         slots[i] = got
-            todo = [(id(w), w.frames) for w in slots if isinstance(w, _Work) and id(w) not in deferred and id(w) not in rejected]
+            todo = [(id(w), inputs(w)) for w in slots if isinstance(w, _Work) and id(w) not in deferred and id(w) not in rejected]
             more_deferred, more_rejected = model.run(todo)
             deferred |= more_deferred
             rejected.update(more_rejected)

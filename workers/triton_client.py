@@ -214,3 +214,23 @@ def serve_captioner(url: str, model_dir: Path, *, timeout_s: float = 300.0) -> s
         return name
     finally:
         client.close()
+
+
+class TritonAsr(TritonModel):
+    """The ASR model (triton_models/asr): the transcript of each sound (16 kHz mono PCM) in ``caption.text``."""
+
+    what = "asr"
+    reason = "asr"
+
+    def _arrays(self, item: bytes) -> dict[str, np.ndarray]:
+        return {contract.AUDIO.name: np.array([[item]], dtype=np.object_)}
+
+    def _read(self, result: grpcclient.InferResult) -> CaptionResult:
+        text, version = contract.read_text_answer(result.as_numpy, contract.ASR_VERSION)
+        return CaptionResult(Caption(text, []), version)
+
+    def _probe_item(self) -> bytes:
+        return np.zeros(contract.AUDIO_RATE // 2, "<i2").tobytes()
+
+    def read_many(self, items: Sequence[bytes]) -> list[CaptionResult | RecordError]:
+        return self.call_many(items)

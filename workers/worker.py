@@ -23,6 +23,7 @@ from mmfeat.features import FeatureBuilder
 from mmfeat.kafka.client import DeliveryTracker, OutRecord, coords
 from mmfeat.kafka.consumer import BatchConsumer
 from mmfeat.media import Limits, kind_of
+from mmfeat.media.audio import AudioLimits
 from mmfeat.media.video import VideoLimits
 from mmfeat.metrics import WorkerMetrics
 from mmfeat.schemas import peek_item_id
@@ -30,7 +31,7 @@ from mmfeat.settings import Settings
 from workers.core import CaptionCore, Incoming, Kind, Outcome, Parts, Stats, Topics
 from workers.fetch import FetchPolicy, fetch_media
 from workers.gate import DedupeStore, TokenBucket, content_key
-from workers.triton_client import TritonCaptioner, TritonOcr
+from workers.triton_client import TritonAsr, TritonCaptioner, TritonOcr
 
 log = logging.getLogger("mmfeat.worker")
 
@@ -42,14 +43,16 @@ def media_limits(s: Settings) -> Limits:
         m.max_video_seconds, m.max_video_pixels, m.max_video_frames, m.video_decode_timeout_s, m.video_memory_mb, m.video_frames,
         m.video_scene_threshold,
     )  # fmt: skip
-    return Limits(max_pixels=s.fetch.max_pixels, video=video)
+    return Limits(
+        max_pixels=s.fetch.max_pixels, video=video, audio=AudioLimits(m.max_audio_seconds, m.video_decode_timeout_s, m.video_memory_mb)
+    )
 
 
 def live_parts(
     settings: Settings, *, budget: bool = True, unwrap: Callable[[bytes], bytes] | None = None, clock: Callable[[], float] = time.monotonic
 ) -> Parts:
     """The parts the caption core calls: Triton, the dedupe store, fetch under the policy, the media kind's
-    frames (its probe first), the tokenizers, and OCR when ``MMFEAT_OCR_MODEL`` names one. A backfill passes
+    frames (its probe first), the tokenizers, and OCR / ASR when ``MMFEAT_OCR_MODEL`` / ``MMFEAT_ASR_MODEL`` name one. A backfill passes
     ``budget=False`` (its pacer paces, nothing is deferred) and ``unwrap``."""
     s = settings
     if not s.triton.triton_url:
@@ -64,7 +67,7 @@ def live_parts(
         cache=DedupeStore(s.dedupe_store),
         builder=FeatureBuilder.of(s.features),
         fetch=lambda upload: fetch_media(upload, policy),
-        frames=lambda upload, media: kind_of(upload.media_type).frames(media, limits),
+        prepare=lambda upload, media: kind_of(upload.media_type).prepare(media, limits),
         content_key=lambda media: content_key(media, s.triton.prompt),
         topics=Topics(s.topics.features_topic, s.topics.deferred_topic, s.topics.dlq_topic),
         budget=TokenBucket(s.worker.budget_rate_per_s, s.worker.budget_burst, clock) if budget else None,
@@ -75,6 +78,10 @@ def live_parts(
         if s.triton.ocr_model
         else None,
         ocr_budget=TokenBucket(s.worker.ocr_budget_rate_per_s, s.worker.ocr_budget_burst, clock) if budget else None,
+        asr=TritonAsr(s.triton.triton_url, s.triton.asr_model, timeout_s=s.triton.triton_timeout_s, retries=s.triton.triton_retries)
+        if s.triton.asr_model
+        else None,
+        asr_budget=TokenBucket(s.worker.asr_budget_rate_per_s, s.worker.asr_budget_burst, clock) if budget else None,
     )
 
 

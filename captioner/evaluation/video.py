@@ -38,13 +38,18 @@ def _recall(texts: list[str], videos: list[SceneVideo], names: list[str]) -> dic
 SETS = {"even": {"segments": 3, "uneven": False}, "uneven": {"segments": 6, "uneven": True}}  # 3 x 2 s; 6 of 0.5-3 s
 
 
-def evaluate_videos(model_dir: Path, out_dir: Path, *, n: int = 30, frames: int = 5, seed: int = 77) -> dict[str, Any]:
+def evaluate_videos(model_dir: Path, out_dir: Path, *, n: int = 30, frames: int = 5, seed: int = 77, ocr: bool = True) -> dict[str, Any]:
     runtime = CaptionerRuntime(model_dir)
     results: dict[str, Any] = {"model": runtime.version, "videos_per_set": n, "frames": frames, "sets": {}}
     for name, shape in SETS.items():
         videos = list(scene_videos(n, segments=int(shape["segments"]), uneven=bool(shape["uneven"]), seed=seed))
         results["sets"][name] = _evaluate_set(runtime, videos, VideoLimits(frames=frames), out_dir if name == "even" else None)
         results["sets"][name]["segments_per_video"] = shape["segments"]
+    if ocr:
+        from readers.evaluation import evaluate_asr, evaluate_ocr  # a stage beside this one: the readers as Triton serves them
+
+        results["ocr"] = evaluate_ocr()
+        results["asr"] = evaluate_asr()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "media_quality.json").write_text(json.dumps(results, indent=2) + "\n")
     return results

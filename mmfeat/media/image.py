@@ -12,7 +12,8 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from mmfeat.errors import MediaRejected
-from mmfeat.triton_contract import IMAGE
+from mmfeat.media.prepared import Prepared
+from mmfeat.triton_contract import IMAGE, Tensor
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "WEBP", "BMP"})
 
@@ -62,14 +63,14 @@ class ImageKind:
     """``media_type: "image"``: PNG, JPEG, GIF, WebP or BMP bytes, fed to the captioner's IMAGE tensor."""
 
     name = "image"
-    model_input = IMAGE
+    model_input: Tensor | None = IMAGE
 
     def probe(self, data: bytes, limits: Any) -> tuple[str, int, int]:
         return probe_image(data, limits.max_pixels)
 
-    def frames(self, data: bytes, limits: Any) -> list[tuple[float | None, bytes]]:
+    def prepare(self, data: bytes, limits: Any) -> Prepared:
         self.probe(data, limits)
-        return [(None, data)]  # the bytes as uploaded: the content key, and so the dedupe, is the upload's
+        return Prepared([(None, data)])  # the bytes as uploaded: the content key, and so the dedupe, is the upload's
 
     def sample(self) -> bytes:
         buf = io.BytesIO()

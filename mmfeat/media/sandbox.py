@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from mmfeat.errors import MediaRejected, RecordError
 
 T = TypeVar("T")
-_PRELOAD = ["mmfeat.media.video"]
+_PRELOAD = ["mmfeat.media.video", "mmfeat.media.audio"]
 MAX_JOBS = 200
 _lock = threading.Lock()
 _ctx: Any = None

@@ -23,8 +23,10 @@ import numpy as np
 from PIL import Image
 
 from mmfeat.errors import MediaRejected
+from mmfeat.media.audio import track_pcm
+from mmfeat.media.prepared import Prepared
 from mmfeat.media.sandbox import run as run_sandboxed
-from mmfeat.triton_contract import IMAGE
+from mmfeat.triton_contract import IMAGE, Tensor
 
 FRAME_SIDE = 384  # frames are downscaled to this (the captioner reads 224x224) before PNG encoding
 THUMB = 32  # scene changes are measured on THUMB x THUMB grey thumbnails
@@ -52,6 +54,7 @@ class Sampled:
     seconds: float
     width: int
     height: int
+    audio: bytes | None = None  # the sound track as 16 kHz mono PCM (mmfeat.media.audio), None without one
 
 
 def _reject(message: str, reason: str) -> MediaRejected:
@@ -181,7 +184,10 @@ def sample_frames(data: bytes, limits: VideoLimits) -> Sampled:
             # a truncated tail: keep what decoded, as players do
     if decoded == 0:
         raise _reject("video has no decodable frame", "empty_video")
-    return Sampled(_choose(uniform, scenes, n), decoded, t, *size)
+    chosen = _choose(uniform, scenes, n)
+    with _open(data) as container:  # the sound track, in a second pass over the same bytes
+        sound = track_pcm(container, limits.max_seconds)
+    return Sampled(chosen, decoded, t, *size, audio=sound)
 
 
 def _choose(uniform: list[tuple[int, float, Any]], scenes: list[tuple[float, int, float, Any]], n: int) -> list[tuple[float, bytes]]:
@@ -247,13 +253,14 @@ class VideoKind:
     """``media_type: "video"``: a container FFmpeg reads (MP4, WebM, MKV ...), sampled to frames for the IMAGE tensor."""
 
     name = "video"
-    model_input = IMAGE
+    model_input: Tensor | None = IMAGE
 
     def probe(self, data: bytes, limits: Any) -> Sampled:
         return decode_video(data, limits.video)
 
-    def frames(self, data: bytes, limits: Any) -> list[tuple[float | None, bytes]]:
-        return list(self.probe(data, limits).frames)
+    def prepare(self, data: bytes, limits: Any) -> Prepared:
+        sampled = self.probe(data, limits)
+        return Prepared(list(sampled.frames), sampled.audio)
 
     def sample(self) -> bytes:
         return encode_test_video([Image.new("RGB", (16, 16), (255, 255, 255))], fps=1)

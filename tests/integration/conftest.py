@@ -47,7 +47,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     make_untrained_captioner(model_dir)
     repo = services.render_model_repository(state / "model_repository", model_dir)
     services.render_model_repository(repo, DEFAULT_CAPTIONER, name="captioner_default")  # the trained default, beside it
-    services.render_ocr_model(repo)  # on-screen text, served only when a test's settings name it (MMFEAT_OCR_MODEL)
+    for reader in ("ocr", "asr"):  # on-screen text and speech, used only where a test's settings name them
+        services.render_reader_model(repo, reader)
     s = services.with_free_ports(load_settings(state_dir=state))
     services.up(s, model_repositories=[repo], log=print)
     try:

@@ -85,7 +85,9 @@ def eval_media(
     videos: Annotated[int, typer.Option(help="scene videos to make and caption")] = 30,
     model: Annotated[Path | None, typer.Option(help="captioner model dir (default: the trained default)")] = None,
 ) -> None:
-    """Frame-caption object recall of videos made offline, against uniform-only and cover-frame baselines."""
+    """Frame-caption object recall of videos made offline, against uniform-only and cover-frame baselines; OCR word
+    accuracy on rendered text, against the recognizer alone on the whole image; ASR word error rate on spoken
+    sentences, against the whole recording decoded after naive resampling."""
     from captioner.evaluation.video import evaluate_videos
     from mmfeat.settings import DEFAULT_CAPTIONER
 
@@ -97,4 +99,16 @@ def eval_media(
                     f"eval-media: {name:<6} {system:<8} object recall {fig['object_recall']:.3f}, segments covered "
                     f"{fig['segment_coverage']:.3f}, {fig['captioner_requests_per_video']} captioner requests per video"
                 )
+    for name, fig in results.get("ocr", {}).get("sets", {}).items():
+        ours, naive = fig["rapidocr"], fig["recognizer_only"]
+        console.print(
+            f"eval-media: ocr {name:<11} word recall {ours['word_recall']:.3f} (precision {ours['word_precision']:.3f}, "
+            f"{ours['images_per_s']} images/s); whole image as one line: {naive['word_recall']:.3f} ({naive['word_precision']:.3f})"
+        )
+    if "asr" in results:
+        a = results["asr"]
+        console.print(
+            f"eval-media: asr word error rate {a['ours']['wer']:.3f} (in a video's sound track {a['ours_in_video']['wer']:.3f}, "
+            f"real-time factor {a['real_time_factor']}); whole recording, naive resampling: {a['naive']['wer']:.3f}"
+        )
     console.print(f"eval-media: wrote {out_dir / 'media_quality.json'} and {out_dir / 'media_frames.png'}")

@@ -31,7 +31,7 @@ from mmfeat.cli.services.processes import (
 from mmfeat.cli.services.triton import (
     TritonPlan,
     render_model_repository,
-    render_ocr_model,
+    render_reader_model,
     start_triton,
     triton_backend_dir,
     triton_env,
@@ -43,7 +43,7 @@ from mmfeat.settings import PROJECT_ROOT, Settings
 __all__ = [
     "KAFKA_MARKERS", "KAFKA_PROPERTIES", "KAFKA_VERSION", "PORT_SETTINGS", "PROJECT_ROOT", "TRITON_MARKERS", "Endpoints", "KafkaPlan",
     "ServiceError", "TritonPlan", "down", "free_port", "free_ports", "group_members", "kafka_libs", "kafka_ready", "pid_alive",
-    "render_model_repository", "render_ocr_model", "resolve", "start_kafka", "start_triton", "stop_group", "stop_pid",
+    "render_model_repository", "render_reader_model", "resolve", "start_kafka", "start_triton", "stop_group", "stop_pid",
     "triton_backend_dir", "triton_env", "triton_ready", "up", "wait_until", "with_free_ports",
 ]  # fmt: skip
 

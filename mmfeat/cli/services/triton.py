@@ -107,12 +107,12 @@ def triton_ready(http_url: str, model: str | None = None, timeout_s: float = 2.0
         return False
 
 
-def render_ocr_model(dst: Path, *, name: str = "ocr") -> Path:
-    """Add the OCR model (triton_models/ocr) to the model repository ``dst``, under ``name``."""
-    src = PROJECT_ROOT / "triton_models" / "ocr"
-    target = dst / name
+def render_reader_model(dst: Path, model: str) -> Path:
+    """Add a reader model (triton_models/ocr or triton_models/asr) to the model repository ``dst``."""
+    src = PROJECT_ROOT / "triton_models" / model
+    target = dst / model
     (target / "1").mkdir(parents=True, exist_ok=True)
-    (target / "config.pbtxt").write_text((src / "config.pbtxt").read_text().replace('name: "ocr"', f'name: "{name}"'))
+    (target / "config.pbtxt").write_text((src / "config.pbtxt").read_text())
     shutil.copy2(src / "1" / "model.py", target / "1" / "model.py")
     return dst
 

@@ -68,7 +68,7 @@ def test_a_folder_of_media_becomes_one_outcome_per_file(settings: Settings, tmp_
     for f, objects in shown.items():
         rec = feats[item[f]]
         assert rec.media_type == "video" and len(rec.frames) == s.media.video_frames
-        frames = kind_of("video").frames((tmp_path / "media" / f).read_bytes(), media_limits(s))
+        frames = kind_of("video").prepare((tmp_path / "media" / f).read_bytes(), media_limits(s)).images
         offline = runtime.caption([runtime.decode(png, s.fetch.max_pixels) for _, png in frames], [""] * len(frames))
         assert [fr.caption for fr in rec.frames] == [normalize_caption(c.text) for c in offline]
         assert [fr.t_s for fr in rec.frames] == [t for t, _ in frames]
@@ -124,3 +124,41 @@ def _png(img: object) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG")  # type: ignore[attr-defined]
     return buf.getvalue()
+
+
+def test_speech_in_audio_uploads_and_video_tracks_is_transcribed_as_offline(settings: Settings) -> None:
+    """ASR on (MMFEAT_ASR_MODEL=asr, triton_models/asr): an audio upload and a video with a spoken sound track each
+    get an ``asr`` source whose transcript is the engine's, offline, on the same decoded sound."""
+    import base64
+
+    import numpy as np
+
+    from captioner.world.speech import speak
+    from mmfeat.media.audio import AudioLimits, decode_sound, encode_test_audio
+    from mmfeat.media.video import encode_test_video
+    from mmfeat.normalize import normalize_post_text
+    from mmfeat.schemas import UploadV2, now_utc
+    from readers.asr import PocketSphinx
+
+    s = settings.updated({"triton_model": "captioner_default", "asr_model": "asr"})
+    u = speak("a young woman is holding a small boat near the river")
+    sound = encode_test_audio(u.pcm, u.rate)
+    pcm = decode_sound(sound, AudioLimits())
+    video = next(scene_videos(1, seed=12))
+    clip = encode_test_video([img.convert("RGB") for img in video.images for _ in range(6)], fps=4, audio=np.frombuffer(pcm, "<i2"))
+    cases = {"spoken": ("audio", sound), "talking": ("video", clip)}
+    ups = [
+        UploadV2(schema_version=2, item_id=k, owner_id="o", media_type=kind, media_b64=base64.b64encode(b).decode(), created_at=now_utc())
+        for k, (kind, b) in cases.items()
+    ]
+    send_uploads(s, iter(ups))
+    stats = BackgroundWorker(s, max_records=len(ups), idle_exit_s=60).join(240)
+    assert (stats.features, stats.dlq, stats.deferred) == (2, 0, 0)
+    feats = {k: FeatureRecordV2.model_validate_json(r.value or b"") for k, r in by_key(records(s, s.topics.features_topic)).items()}
+    engine = PocketSphinx()
+    assert feats["spoken"].sources["asr"].raw == engine.transcribe(np.frombuffer(pcm, "<i2"))
+    assert feats["spoken"].sources["asr"].text == normalize_post_text(feats["spoken"].sources["asr"].raw)
+    assert set(feats["spoken"].sources) == {"asr"} and feats["spoken"].model_versions == {"asr": engine.version}
+    track = kind_of("video").prepare(clip, media_limits(s)).audio or b""
+    assert feats["talking"].sources["asr"].raw == engine.transcribe(np.frombuffer(track, "<i2"))
+    assert {"caption", "asr"} <= set(feats["talking"].sources)

@@ -20,7 +20,7 @@ def declared(tensors: object) -> set[tuple[str, str, tuple[int, ...], bool]]:
 
 def test_config_pbtxt_declares_the_contracts_tensors() -> None:
     models = {"triton_models/captioner": contract.CAPTIONER, "bench/triton_models/null_captioner": contract.CAPTIONER,
-              "triton_models/ocr": contract.OCR}  # fmt: skip
+              "triton_models/ocr": contract.OCR, "triton_models/asr": contract.ASR}  # fmt: skip
     for folder, model in models.items():
         config = model_config_pb2.ModelConfig()
         text_format.Parse((PROJECT_ROOT / folder / "config.pbtxt").read_text(), config)

@@ -21,6 +21,7 @@ from PIL import Image
 from mmfeat.errors import CaptionerUnavailable, CaptionRejected, RecordError, RecordRef, StateError
 from mmfeat.features import FeatureBuilder
 from mmfeat.media.image import probe_image
+from mmfeat.media.prepared import Prepared
 from mmfeat.schemas import DeferredRecordV1, DlqRecordV1, parse_feature_record
 from mmfeat.settings import ASSETS
 from mmfeat.tokenizers import load_tokenizers
@@ -107,7 +108,7 @@ def core(
             cache=cache or DictCache(),
             builder=BUILDER,
             fetch=lambda u: fetch_media(u, policy),
-            frames=lambda u, media: [(None, media)] if probe_image(media, 1_000_000) else [],
+            prepare=lambda u, media: Prepared([(None, media)] if probe_image(media, 1_000_000) else []),
             content_key=lambda media: content_key(media, ""),
             topics=Topics("features", "deferred", "dlq"),
             budget=TokenBucket(0.0001, budget) if budget is not None else None,

@@ -9,6 +9,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from mmfeat.errors import CaptionRejected, RecordError
 from mmfeat.features import FeatureBuilder
 from mmfeat.media import Limits, kind_of
@@ -34,7 +36,7 @@ def media_core(tmp_path: Path, captioner: FakeCaptioner, *, budget: int | None =
     return CaptionCore(
         Parts(
             captioner=captioner, cache=cache or DictCache(), builder=BUILDER_V2, fetch=lambda u: fetch_media(u, policy),
-            frames=lambda u, media: kind_of(u.media_type).frames(media, LIMITS), content_key=lambda media: content_key(media, ""),
+            prepare=lambda u, media: kind_of(u.media_type).prepare(media, LIMITS), content_key=lambda media: content_key(media, ""),
             topics=Topics("features", "deferred", "dlq"), budget=TokenBucket(0.0001, budget) if budget is not None else None,
             max_record_bytes=4_000_000,
         )
@@ -160,3 +162,33 @@ def test_ocr_has_its_own_budget_and_cache_and_a_rejection_is_the_uploads_dlq_ent
     assert [o.kind for o in again] == [Kind.FEATURE] and ocr.calls == [2, 1]  # the captions and 2 reads were cached
     bad = ocr_core(tmp_path, FakeOcr(reject=IMAGES[1])).run(batch([v2("x", "image", IMAGES[1]), v2("y", "image", IMAGES[2])]))
     assert [o.kind for o in bad] == [Kind.DLQ, Kind.FEATURE] and bad[0].reason == "ocr"
+
+
+class FakeAsr(FakeOcr):
+    """Hears 'hello world' in any sound."""
+
+    def read_many(self, items: Sequence[bytes]) -> list[CaptionResult | RecordError]:
+        self.calls.append(len(items))
+        return [CaptionResult(Caption("hello world", []), "fake-asr@1") for _ in items]
+
+
+def test_speech_of_videos_and_audio_uploads_is_the_asr_source_heard_once_per_sound(tmp_path: Path) -> None:
+    from mmfeat.media.audio import encode_test_audio
+    from tests.unit.mmfeat.media.test_audio import tone
+
+    frames = [scene(k) for k in range(2) for _ in range(4)]
+    talking = encode_test_video(frames, fps=4, audio=np.frombuffer(tone(2.0, 16000), "<i2"))
+    sound = encode_test_audio(tone(1.0, 22050), 22050)
+    asr = FakeAsr()
+    c = media_core(tmp_path, FakeCaptioner())
+    c.p.asr = asr
+    out = CaptionCore(c.p).run(batch([v2("talk", "video", talking), v2("song", "audio", sound), v2("mute", "video", STILL),
+                                      v2("again", "audio", sound)]))  # fmt: skip
+    assert [o.kind for o in out] == [Kind.FEATURE] * 4
+    recs = [parse_feature_record(o.record.value or b"") for o in out]
+    assert asr.calls == [2]  # two distinct sounds; the silent video has none
+    talk, song, mute, again = recs
+    assert isinstance(talk, FeatureRecordV2) and talk.sources["asr"].text == "hello world" and talk.model_versions["asr"] == "fake-asr@1"
+    assert isinstance(song, FeatureRecordV2) and set(song.sources) == {"asr"} and "captioner" not in song.model_versions
+    assert isinstance(mute, FeatureRecordV2) and "asr" not in mute.sources and "asr" not in mute.model_versions
+    assert isinstance(again, FeatureRecordV2) and again.sources == song.sources

@@ -168,7 +168,7 @@ def test_random_and_mutated_videos_are_accepted_or_refused_never_anything_else(d
     sample = bytes(raw[:cut]) if data.draw(st.booleans()) else bytes(raw)
     kind = kind_of("video")
     try:
-        frames = kind.frames(sample, Limits(video=VideoLimits(timeout_s=10, frames=3)))
+        frames = kind.prepare(sample, Limits(video=VideoLimits(timeout_s=10, frames=3))).images
     except MediaRejected as e:
         assert e.reason and "\n" not in str(e)
     else:

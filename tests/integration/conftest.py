@@ -26,6 +26,7 @@ from mmfeat.kafka.client import ensure_topics, make_consumer
 from mmfeat.kafka.reader import TopicRecord, read_topic
 from mmfeat.settings import DEFAULT_CAPTIONER, PROJECT_ROOT, Settings, load_settings
 from mmfeat.topics import app_topics, upload_topics
+from readers.asr import make_untrained_whisper
 from tests import resolver_guard
 
 OPENCLIPART = Path("/usr/share/openclipart/png")
@@ -49,6 +50,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     services.render_model_repository(repo, DEFAULT_CAPTIONER, name="captioner_default")  # the trained default, beside it
     for reader in ("ocr", "asr"):  # on-screen text and speech, used only where a test's settings name them
         services.render_reader_model(repo, reader)
+    make_untrained_whisper(state / "whisper-untrained")  # the HF path of ASR, behind the same contract
+    services.render_reader_model(repo, "asr", name="asr_whisper", model_dir=state / "whisper-untrained")
     s = services.with_free_ports(load_settings(state_dir=state))
     services.up(s, model_repositories=[repo], log=print)
     try:

@@ -24,6 +24,15 @@ def make_captioner(out_dir: Annotated[Path, typer.Option("--out")] = Path("model
 EMBEDDING_CORPUS, EMBEDDING_SEED = 2000, 4242  # the committed codebook's corpus: scenes apart from the world's and the tests'
 
 
+@app.command("make-asr")
+def make_asr(out_dir: Annotated[Path, typer.Option("--out")] = Path("models/asr-whisper"), seed: int = 0) -> None:
+    """Write a tiny UNTRAINED Whisper (HF WhisperForConditionalGeneration, random weights) for tests of the ASR model's HF path."""
+    from readers.asr import make_untrained_whisper
+
+    version = make_untrained_whisper(out_dir, seed=seed)
+    console.print(f"make-asr: wrote {out_dir} ({version}); serve it with triton_models/asr's model_dir")
+
+
 @app.command("train-tokenizers")
 def train_tokenizers(
     out_dir: Annotated[Path | None, typer.Option("--out")] = None,

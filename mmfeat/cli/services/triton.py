@@ -107,12 +107,19 @@ def triton_ready(http_url: str, model: str | None = None, timeout_s: float = 2.0
         return False
 
 
-def render_reader_model(dst: Path, model: str) -> Path:
-    """Add a reader model (triton_models/ocr or triton_models/asr) to the model repository ``dst``."""
+def render_reader_model(dst: Path, model: str, *, name: str | None = None, model_dir: Path | None = None) -> Path:
+    """Add a reader model (triton_models/ocr or triton_models/asr) to the model repository ``dst``, as ``name``
+    (default: its own), serving ``model_dir`` where the model takes one (ASR: a Whisper directory)."""
     src = PROJECT_ROOT / "triton_models" / model
-    target = dst / model
+    target = dst / (name or model)
     (target / "1").mkdir(parents=True, exist_ok=True)
-    (target / "config.pbtxt").write_text((src / "config.pbtxt").read_text())
+    config = (src / "config.pbtxt").read_text().replace(f'name: "{model}"', f'name: "{name or model}"')
+    if model_dir is not None:
+        old = 'key: "model_dir", value: { string_value: "pocketsphinx" }'
+        if old not in config:
+            raise ServiceError(f"{model}'s config.pbtxt takes no model_dir")
+        config = config.replace(old, f'key: "model_dir", value: {{ string_value: "{model_dir.resolve()}" }}')
+    (target / "config.pbtxt").write_text(config)
     shutil.copy2(src / "1" / "model.py", target / "1" / "model.py")
     return dst
 

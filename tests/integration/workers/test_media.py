@@ -16,7 +16,7 @@ from mmfeat.media import kind_of
 from mmfeat.normalize import normalize_caption
 from mmfeat.schemas import H_SCHEMA, DlqRecordV1, FeatureRecordV2
 from mmfeat.settings import DEFAULT_CAPTIONER, Settings
-from tests.integration.conftest import by_key, committed_lag, records, run_cli
+from tests.integration.conftest import Stack, by_key, committed_lag, records, run_cli
 from workers.worker import BackgroundWorker, media_limits
 
 
@@ -162,3 +162,29 @@ def test_speech_in_audio_uploads_and_video_tracks_is_transcribed_as_offline(sett
     track = kind_of("video").prepare(clip, media_limits(s)).audio or b""
     assert feats["talking"].sources["asr"].raw == engine.transcribe(np.frombuffer(track, "<i2"))
     assert {"caption", "asr"} <= set(feats["talking"].sources)
+
+
+def test_a_whisper_directory_serves_through_the_same_asr_contract(settings: Settings, stack: Stack) -> None:
+    """The tiny untrained Whisper as Triton model asr_whisper: its transcripts are the offline engine's."""
+    import base64
+
+    import numpy as np
+
+    from captioner.world.speech import speak
+    from mmfeat.media.audio import AudioLimits, decode_sound, encode_test_audio
+    from mmfeat.schemas import UploadV2, now_utc
+    from readers.asr import Whisper
+
+    s = settings.updated({"asr_model": "asr_whisper"})
+    u = speak("the dog found a red ball in the garden")
+    sound = encode_test_audio(u.pcm, u.rate)
+    up = UploadV2(
+        schema_version=2, item_id="w1", owner_id="o", media_type="audio", media_b64=base64.b64encode(sound).decode(), created_at=now_utc()
+    )
+    send_uploads(s, iter([up]))
+    stats = BackgroundWorker(s, max_records=1, idle_exit_s=60).join(180)
+    assert stats.features == 1
+    rec = FeatureRecordV2.model_validate_json(by_key(records(s, s.topics.features_topic))["w1"].value or b"")
+    engine = Whisper(stack.settings.services.state_dir / "whisper-untrained")
+    pcm = np.frombuffer(decode_sound(sound, AudioLimits()), "<i2")
+    assert rec.model_versions == {"asr": engine.version} and rec.sources["asr"].raw == engine.transcribe(pcm)

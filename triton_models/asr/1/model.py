@@ -4,19 +4,25 @@ refused (odd bytes, over the duration cap) gets its own INVALID_ARG error."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
 from mmfeat import triton_contract as contract
-from readers.asr import AsrRuntime, PocketSphinx
+from readers.asr import AsrRuntime, load_engine
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
-        max_seconds = float(config.get("parameters", {}).get("max_seconds", {}).get("string_value", "600"))
-        self.runtime = AsrRuntime(PocketSphinx(), max_seconds)
+        params = config.get("parameters", {})
+        max_seconds = float(params.get("max_seconds", {}).get("string_value", "600"))
+        model = str(params.get("model_dir", {}).get("string_value", "pocketsphinx"))
+        if model != "pocketsphinx" and not Path(model).is_absolute():
+            model = str((Path(args["model_repository"]) / model).resolve())
+        device = f"cuda:{args['model_instance_device_id']}" if args.get("model_instance_kind") == "GPU" else "cpu"
+        self.runtime = AsrRuntime(load_engine(model, device), max_seconds)
         pb_utils.Logger.log_info(f"asr: loaded version={self.runtime.version}")
 
     def _one(self, request: Any) -> Any:

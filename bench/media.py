@@ -3,7 +3,8 @@
 Both sides run the real caption worker against the real Triton serving the trained default captioner, with
 fresh dedupe stores, in one run: side A uploads scene videos (the worker decodes each in its sandbox,
 samples its frames and captions them), side B uploads exactly the PNG frames side A captioned, as images.
-The ratio of A's frames/s to B's images/s is what decoding and sampling cost next to captioning.
+The ratio of A's frames/s to B's images/s is what decoding and sampling cost next to captioning. Then the
+readers through Triton: OCR images/s and the ASR real-time factor, with the captioner's images/s beside them.
 """
 
 from __future__ import annotations
@@ -57,6 +58,38 @@ def _side(s: Settings, tag: str, uploads: list[UploadV2]) -> Settings:
     return side
 
 
+def readers_rates(s: Settings, images: int, clips: int) -> dict[str, Any]:
+    """OCR images/s and the ASR real-time factor through Triton (triton_models/ocr and asr), each a batch of requests
+    sent at once as the worker sends them; next to the captioner's images/s on the same images."""
+    from captioner.world.signs import signs
+    from captioner.world.speech import utterances
+    from mmfeat.media.audio import AudioLimits, decode_audio, encode_test_audio
+    from workers.triton_client import TritonAsr, TritonCaptioner, TritonOcr
+
+    url = s.triton.triton_url or ""
+    pngs = [sign.png for sign in signs(images, seed=31)]
+    sounds = [decode_audio(encode_test_audio(u.pcm, u.rate), AudioLimits()) for u in utterances(clips, seed=2)]
+    out: dict[str, Any] = {"ocr_images": len(pngs), "asr_clips": len(sounds)}
+    for name, client, items in (
+        ("captioner", TritonCaptioner(url, "captioner_default", timeout_s=600, retries=0), [(p, "") for p in pngs]),
+        ("ocr", TritonOcr(url, "ocr", timeout_s=600, retries=0), pngs),
+        ("asr", TritonAsr(url, "asr", timeout_s=600, retries=0), sounds),
+    ):
+        client.call_many(items[:1])  # warm
+        began = time.perf_counter()
+        results = client.call_many(items)
+        took = time.perf_counter() - began
+        assert all(not isinstance(r, Exception) for r in results), f"{name}: {results}"
+        if name == "asr":
+            audio_s = sum(len(b) / 2 / 16000 for b in sounds)
+            out["asr_real_time_factor"] = round(took / audio_s, 3)
+            out["asr_audio_s"] = round(audio_s, 1)
+        else:
+            out[f"{name}_images_per_s"] = round(len(items) / took, 2)
+        client.close()
+    return out
+
+
 def bench_media(s: Settings, videos: int, rounds: int = 2) -> dict[str, Any]:
     s = s.updated({"triton_model": "captioner_default", "batch_size": 8, "budget_rate_per_s": 1e9, "budget_burst": 10**9})
     made = list(scene_videos(videos, segments=5, seconds=2.0, seed=21))
@@ -88,8 +121,9 @@ def bench_media(s: Settings, videos: int, rounds: int = 2) -> dict[str, Any]:
             got[side] = rate * (len(distinct) / len(as_videos)) if side == "videos" else rate  # videos/s -> frames captioned/s
         runs.append({"video_frames_per_s": round(got["videos"], 2), "image_frames_per_s": round(got["images"], 2),
                      "ratio": round(got["videos"] / got["images"], 3)})  # fmt: skip
+    readers = readers_rates(s, 8 if videos < 20 else 24, 4 if videos < 20 else 12)
     return {
-        "videos": len(made), "sampled_frames": len(frames), "distinct_frames": len(distinct),
+        "videos": len(made), "sampled_frames": len(frames), "distinct_frames": len(distinct), "readers": readers,
         "runs": runs, "ratio": round(statistics.median(r["ratio"] for r in runs), 3), "goal_ratio": 0.8,
         "decode_ms_per_video": round(decode_s * 1000, 1),
         "notes": "scene videos of 5 segments x 2 s at 4 fps, 224x224, mpeg4; trained default captioner on Triton (CPU); "

@@ -302,6 +302,8 @@ def run_media_bench(quick: bool) -> dict[str, Any]:
 
     tmp = Path(tempfile.mkdtemp(prefix="mmfeat-bench-models-"))
     services.render_model_repository(tmp / "repo", DEFAULT_CAPTIONER, name="captioner_default")
+    for reader in ("ocr", "asr"):
+        services.render_reader_model(tmp / "repo", reader)
     try:
         with Stack([tmp / "repo"]) as s:
             return bench_media(s, 8 if quick else 40)

@@ -153,6 +153,14 @@ def merged_caption(frames: Sequence[tuple[float, Caption]], max_words: int, desc
     return Caption("\n".join(texts), ids, embedding), description
 
 
+def caption_of(record: FeatureRecord) -> tuple[str, dict[str, list[int]]]:
+    """The normalized caption and its id lists, from a record of either version (empty for a post without one)."""
+    if isinstance(record, FeatureRecordV1):
+        return record.caption, {k: list(v) for k, v in record.token_ids.items()}
+    src = record.sources.get(CAPTION)
+    return (src.text, {k: list(v) for k, v in src.token_ids.items()}) if src is not None else ("", {})
+
+
 def encode_feature(record: FeatureRecord) -> bytes:
     """Canonical JSON (sorted keys) so equal records are equal bytes; checked to read back as itself."""
     return encode_record(record, sort_keys=True)

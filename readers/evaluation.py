@@ -85,6 +85,7 @@ def evaluate_asr(n: int = 30, seed: int = 1) -> dict[str, Any]:
     video = next(scene_videos(1, seed=seed))
     totals = {"ours": [0, 0], "naive": [0, 0], "ours_in_video": [0, 0]}
     seconds = busy = 0.0
+    examples: list[dict[str, str]] = []
     for u in tqdm(said, desc="asr", unit="sentence", file=sys.stderr):
         pcm = decode_audio(encode_test_audio(u.pcm, u.rate), AudioLimits())
         began = time.perf_counter()
@@ -96,6 +97,8 @@ def evaluate_asr(n: int = 30, seed: int = 1) -> dict[str, Any]:
         track = np.frombuffer(decode_audio(encode_test_audio(u.pcm, u.rate), AudioLimits()), "<i2")
         clip = decode_video(encode_test_video(frames, fps=4, audio=track), VideoLimits()).audio or b""
         in_video = engine.transcribe(np.frombuffer(clip, "<i2"))
+        if len(examples) < 5:
+            examples.append({"said": u.text, "heard": hyp, "heard_whole_recording": naive, "heard_in_video": in_video})
         for key, text in (("ours", hyp), ("naive", naive), ("ours_in_video", in_video)):
             e, w = word_errors(u.text, text)
             totals[key][0] += e
@@ -104,5 +107,5 @@ def evaluate_asr(n: int = 30, seed: int = 1) -> dict[str, Any]:
         "model": engine.version, "sentences": n, "voice": "espeak-ng en-us, 150 words/min",
         **{k: {"wer": round(e / w, 4)} for k, (e, w) in totals.items()},
         "real_time_factor": round(busy / seconds, 3),
-        "examples": [{"said": u.text} for u in said[:3]],
+        "examples": examples,
     }  # fmt: skip

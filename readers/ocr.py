@@ -63,8 +63,9 @@ class OcrRuntime:
 
 def reading_order(boxes: np.ndarray, texts: list[str], scores: list[float], min_score: float) -> list[str]:
     """Lines of text top to bottom; boxes whose vertical centres are within half a line height are one line,
-    read left to right."""
-    keep = [i for i, (t, s) in enumerate(zip(texts, scores, strict=True)) if s >= min_score and t.strip()]
+    read left to right. Boxes under ``min_score``, or with fewer than two letters or digits, are dropped."""
+    # a line needs two letters or digits: a lone mark read off a drawing ("3", "a") is texture, not text
+    keep = [i for i, (t, s) in enumerate(zip(texts, scores, strict=True)) if s >= min_score and sum(c.isalnum() for c in t) >= 2]
     if not keep:
         return []
     tops, bottoms = boxes[keep, :, 1].min(axis=1), boxes[keep, :, 1].max(axis=1)

@@ -136,13 +136,18 @@ class CaptionWorker:
                 out.append(next(done))
         return out
 
+    def _models_ready(self) -> bool:
+        """Every model the core calls is ready (the captioner, and OCR / ASR where configured)."""
+        return all(m.ready() for m in (self.parts.captioner, self.parts.ocr, self.parts.asr) if m is not None)
+
     def _wait_for_captioner(self) -> None:
-        """Pause consumption until Triton is ready again; keep group membership meanwhile."""
+        """Pause consumption until Triton and every model the core calls are ready again; keep group membership meanwhile."""
         url = getattr(self.parts.captioner, "url", "?")
-        log.warning("Triton at %s unavailable: pausing consumption", url)
+        names = [getattr(m, "model", "?") for m in (self.parts.captioner, self.parts.ocr, self.parts.asr) if m is not None]
+        log.warning("Triton at %s unavailable (models %s): pausing consumption", url, ", ".join(names))
         self.bc.pause_all()
         delay = self.s.triton.triton_unavailable_backoff_s
-        while not self._stop and not self.parts.captioner.ready():
+        while not self._stop and not self._models_ready():
             for msg in self.bc.poll(1, min(delay, 5.0)):
                 self.bc.hold(msg)
             delay = min(delay * 2, 10.0)

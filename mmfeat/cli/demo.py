@@ -1,6 +1,7 @@
 """`make demo`: fresh embedded services, a few hundred real images uploaded, every one captioned
 (or deferred or dead-lettered), features printed per item, a summary; then engagements of simulated
-users through the profiles app and a few of their profiles; nothing left running."""
+users through the profiles app and a few of their profiles; then a folder of videos, spoken clips,
+images with text and a text post, each source's text printed; nothing left running."""
 
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ from tqdm import tqdm
 
 from captioner.world.clipart import OPENCLIPART, load_vocabulary
 from mmfeat.cli import services
+from mmfeat.cli.demo_media import demo_media
 from mmfeat.cli.produce import engagement_records, image_uploads, interest_engagements, list_images, send_records, send_uploads
 from mmfeat.cli.render import caption_grid, profile_table, short_ids
-from mmfeat.kafka.client import OutRecord, ensure_topics, topic_size
+from mmfeat.features import caption_of
+from mmfeat.kafka.client import OutRecord, ensure_topics
 from mmfeat.kafka.reader import TopicRecord, read_topic
-from mmfeat.schemas import H_FEATURED_AT, UploadV1
+from mmfeat.schemas import H_FEATURED_AT, Upload, parse_feature_record
 from mmfeat.settings import Settings
 from mmfeat.tokenizers import TOKENIZERS, ranked
 from mmfeat.topics import create_topics
@@ -43,7 +46,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def paced_uploads(uploads: Iterator[UploadV1], rate: float) -> Iterator[UploadV1]:
+def paced_uploads(uploads: Iterator[Upload], rate: float) -> Iterator[Upload]:
     start = time.monotonic()
     for i, up in enumerate(uploads):
         delay = start + i / rate - time.monotonic()
@@ -83,11 +86,13 @@ def demo_profiles(s: Settings, captions: dict[str, str], *, users: int, engageme
     send_records(s, [OutRecord(s.topics.engagements_topic, "user-000", raw) for raw in bad])
     log = s.services.state_dir / "profiles.log"
     with profiles_app(s, log) as proc:
-        with tqdm(total=len(evs), desc="profile updates", unit="upd", file=sys.stderr) as bar:
+        with tqdm(total=len(evs), desc="engagements applied", unit="ev", file=sys.stderr) as bar:
             deadline = time.monotonic() + 300
-            while (done := topic_size(s, s.topics.profiles_topic)) < len(evs) and proc.poll() is None and time.monotonic() < deadline:
+            # a profile is published at most every MMFEAT_PROFILE_EMIT_INTERVAL_S, so records are fewer than
+            # engagements: count what the latest profile of each user says it has applied
+            while (done := applied(s)) < len(evs) and proc.poll() is None and time.monotonic() < deadline:
                 bar.update(done - bar.n)
-                time.sleep(0.5)
+                time.sleep(1.0)
             bar.update(done - bar.n)
         if done < len(evs):
             raise services.ServiceError(f"the profiles app applied {done} of {len(evs)} engagements; see {log}")
@@ -104,6 +109,16 @@ def demo_profiles(s: Settings, captions: dict[str, str], *, users: int, engageme
             f"from the log: {'yes' if same else '[red]NO[/red]'}; DLQ {len(dlq)} {dict(Counter(r.json_value()['reason'] for r in dlq))}"
         )
         console.print(f"lookup while it ran: {url}/profiles/<user_id>; app log {log}")
+
+
+def applied(s: Settings) -> int:
+    """Engagements the published profiles have applied: the sum over users of their latest profile's count."""
+    latest: dict[str, int] = {}
+    for rec in read_topic(s, s.topics.profiles_topic, timeout_s=1):
+        value = rec.json_value()
+        if rec.key and isinstance(value, dict) and isinstance(value.get("engagements"), int):
+            latest[rec.key] = value["engagements"]
+    return sum(latest.values())
 
 
 def run_demo(
@@ -135,18 +150,17 @@ def run_demo(
         console.print(f"worker: dedupe hits {stats.dedupe_hits}; captioner {captioner_version}")
         path_of = {u.item_id: p for (u, _), p in zip(pairs, paths, strict=True)}
         shown = sorted(k for k in features if k)[:16]
-        grid = caption_grid(
-            [(path_of[k], features[k].json_value()["caption"]) for k in shown], base.services.state_dir / "demo-captions.png"
-        )
+        captions = {k: caption_of(parse_feature_record(rec.value or b""))[0] for k, rec in features.items() if k}
+        grid = caption_grid([(path_of[k], captions[k]) for k in shown], base.services.state_dir / "demo-captions.png")
         console.print(f"caption grid: {grid}")
-        captions = {k: rec.json_value()["caption"] for k, rec in features.items() if k}
         demo_profiles(s, captions, users=profile_users, engagements=engagements, seed=seed)
+        demo_media(s, state / "media", seed=seed)
     finally:
         services.down(s, log=console.print)
     return grid
 
 
-def caption_uploads(s: Settings, uploads: list[UploadV1], rate: float) -> tuple[Stats, str | None]:
+def caption_uploads(s: Settings, uploads: list[Upload], rate: float) -> tuple[Stats, str | None]:
     """Send the uploads at a steady rate into a running worker, until each has its outcome.
 
     The worker runs first, as for live traffic, so the latency is upload-to-feature, not time spent waiting
@@ -174,10 +188,11 @@ def print_features(s: Settings, features: dict[str | None, TopicRecord], names: 
         table.add_column(col, overflow="fold")
     latencies = []
     for item_id, rec in sorted(features.items(), key=lambda kv: kv[0] or ""):
-        v = rec.json_value()
-        table.add_row(item_id, names.get(item_id or "", "?"), clean(v["caption"]), *(short_ids(v["token_ids"][t], 8) for t in lists))
+        record = parse_feature_record(rec.value or b"")
+        caption, ids = caption_of(record)
+        table.add_row(item_id, names.get(item_id or "", "?"), clean(caption), *(short_ids(ids.get(t, []), 8) for t in lists))
         featured_at = datetime.fromisoformat(rec.headers[H_FEATURED_AT])
-        latencies.append((featured_at - datetime.fromisoformat(v["upload_created_at"])).total_seconds())
+        latencies.append((featured_at - record.upload_created_at).total_seconds())
     console.print(table)
     return latencies
 

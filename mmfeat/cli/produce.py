@@ -80,13 +80,19 @@ def image_uploads(paths: Sequence[Path], *, inline: bool, prefix: str = "img") -
 
 
 def sniff_kind(head: bytes) -> str | None:
-    """The media kind a file's first bytes say it is (never its name): image, video, or None (not one we take)."""
+    """The media kind a file's first bytes say it is (never its name): image, video, audio, or None (not one we take)."""
     if head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")):
         return "image"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"M4A ", b"M4B "):
+        return "audio"  # MPEG-4 audio
     if head[4:8] == b"ftyp" or head.startswith(b"\x1a\x45\xdf\xa3") or (head[:4] == b"RIFF" and head[8:12] == b"AVI "):
         return "video"  # MP4/MOV, Matroska/WebM, AVI
+    if (head[:4] == b"RIFF" and head[8:12] == b"WAVE") or head.startswith((b"ID3", b"OggS", b"fLaC")):
+        return "audio"  # WAV, MP3 with an ID3 tag, Ogg (Vorbis/Opus), FLAC
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        return "audio"  # an MPEG audio frame (MP3 without a tag)
     if len(head) >= 189 and head[0] == 0x47 and head[188] == 0x47:
         return "video"  # MPEG transport stream
     return None
@@ -131,7 +137,7 @@ def media_uploads(
             with path.open("rb") as f:
                 sniffed = sniff_kind(f.read(512))
             if sniffed is None:
-                skipped.append((path, "not an image or a video (by its content)"))
+                skipped.append((path, "not an image, a video or a sound (by its content)"))
                 continue
             kind = sniffed
             sidecar = path.with_suffix(TEXT_SUFFIX)

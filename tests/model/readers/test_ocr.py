@@ -44,4 +44,5 @@ def test_lines_are_read_top_to_bottom_and_left_to_right() -> None:
         return [[x, y], [x + 50, y], [x + 50, y + 20], [x, y + 20]]
 
     boxes = np.array([box(200, 103), box(10, 100), box(10, 10), box(120, 12)])
-    assert reading_order(boxes, ["d", "c", "a", "b"], [0.9, 0.9, 0.9, 0.3], 0.5) == ["a", "c d"]  # b: below min score
+    assert reading_order(boxes, ["dd", "cc", "aa", "bb"], [0.9, 0.9, 0.9, 0.3], 0.5) == ["aa", "cc dd"]  # bb: below min score
+    assert reading_order(boxes, ["dd", "3", "aa", "bb"], [0.9] * 4, 0.5) == ["aa bb", "dd"]  # "3": one character, texture

@@ -55,3 +55,25 @@ def test_any_sources_and_frames_render_as_escaped_lines(sources: dict[str, objec
     lines = plain.splitlines()
     assert all(clean(line, 10**6) == line for line in lines)  # every line is escaped, none forged by the values
     assert len(lines) <= 3 + len(sources) * (1 + 8) + 8 + 3
+
+
+def test_a_files_kind_comes_from_its_first_bytes() -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from mmfeat.cli.produce import sniff_kind
+    from mmfeat.media.audio import encode_test_audio
+    from mmfeat.media.video import encode_test_video
+
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, "PNG")
+    frames = [Image.new("RGB", (32, 32))] * 2
+    tone = np.zeros(8000, "<i2").tobytes()
+    assert sniff_kind(png.getvalue()[:512]) == "image"
+    assert sniff_kind(encode_test_video(frames)[:512]) == "video"
+    assert sniff_kind(encode_test_video(frames, codec="libvpx", container="webm")[:512]) == "video"
+    assert sniff_kind(encode_test_audio(tone, 16000)[:512]) == "audio"
+    assert sniff_kind(encode_test_audio(tone, 16000, "ogg")[:512]) == "audio"
+    assert sniff_kind(b"%PDF-1.7 ...") is None and sniff_kind(b"") is None

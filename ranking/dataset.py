@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from mmfeat.engagements import Engagement
+from mmfeat.features import CAPTION
 from mmfeat.profile import ProfileConfig, ProfileTimeline, features_at
 from mmfeat.tokenizers import ranked
 from ranking.model import IdList
@@ -84,9 +85,7 @@ def point_in_time_profiles(world: World, cfg: ProfileConfig, tokenizer: str) -> 
     no-leakage test checks it is always before the example's own time.
     """
     log = [
-        (e, world.items[int(world.imp_item[k])].feature.token_ids[tokenizer])
-        for k in range(len(world.imp_ts))
-        for e in engagements_of(world, k)
+        (e, world.items[int(world.imp_item[k])].feature.ids(tokenizer)) for k in range(len(world.imp_ts)) for e in engagements_of(world, k)
     ]
     timeline = ProfileTimeline(log, cfg)
     rows: dict[str, list[list[int]]] = {e: [] for e in PROFILE_EVENTS}
@@ -139,6 +138,10 @@ def principal_components(x: np.ndarray, k: int) -> np.ndarray:
 COMPACT_OVER = 8  # an item list whose id space is this many times the item count gets a table of the ids in use
 
 
+SOURCE_TOKENIZER = "sp"  # tokenizer A reads the other sources: its pieces spell any word, a closed vocabulary does not
+OTHER_SOURCES = {"post_text": "item_post_sp", "ocr": "item_ocr_sp", "asr": "item_asr_sp"}  # source -> list name
+
+
 def compacted(j: Jagged) -> tuple[Jagged, int]:
     """The list with its ids renumbered densely (sorted order), and the table size that needs: a prefix-token space
     of K + K^2 + K^3 ids is far larger than the ids a world's items use, and Adam updates every row of a table."""
@@ -160,17 +163,23 @@ def build_dataset(
     sizes = vocab_sizes or {}
 
     def size_of(tok: str) -> int:
-        return sizes.get(tok) or 1 + max((max(it.feature.token_ids[tok], default=0) for it in items), default=0)
+        most = (max(it.feature.ids(tok, src), default=0) for it in items for src in (CAPTION, *OTHER_SOURCES))
+        return sizes.get(tok) or 1 + max(most, default=0)
 
-    item_lists = {f"item_{tok}": jagged([it.feature.token_ids[tok] for it in items]) for tok in ranked()}
+    item_lists = {f"item_{tok}": jagged([it.feature.ids(tok) for it in items]) for tok in ranked()}
     vocab = {f"item_{tok}": size_of(tok) for tok in ranked()}
+    table_of = {f"item_{tok}": tok for tok in ranked()}
+    # the post's text, the text on the picture and the speech, each its own list over the caption's table A
+    for source, name in OTHER_SOURCES.items():
+        item_lists[name] = jagged([it.feature.ids(SOURCE_TOKENIZER, source) for it in items])
+        vocab[name], table_of[name] = size_of(SOURCE_TOKENIZER), SOURCE_TOKENIZER
     for tok in ranked():
         name = f"item_{tok}"
         if tok != profile_tokenizer and vocab[name] > COMPACT_OVER * len(items):
             item_lists[name], vocab[name] = compacted(item_lists[name])
     profiles, _ = point_in_time_profiles(world, profile_cfg, profile_tokenizer)
     if profile_idf:
-        idf = token_idf([it.feature.token_ids[profile_tokenizer] for it in items], size_of(profile_tokenizer))
+        idf = token_idf([it.feature.ids(profile_tokenizer) for it in items], size_of(profile_tokenizer))
         profiles = {name: reweighted(j, idf) for name, j in profiles.items()}
     vocab.update({name: size_of(profile_tokenizer) for name in profiles})
     uploaded = np.array([it.uploaded_at for it in items])
@@ -184,5 +193,5 @@ def build_dataset(
         user=world.imp_user, item=world.imp_item, owner=np.array([it.owner for it in items])[world.imp_item], ts=world.imp_ts,
         dense=dense, visual=visual, content=content, item_lists=item_lists, profile_lists=profiles,
         labels=world.labels.astype(np.float32), vocab=vocab,
-        table_of={f"item_{tok}": tok for tok in ranked()} | {name: profile_tokenizer for name in profiles},
+        table_of=table_of | {name: profile_tokenizer for name in profiles},
     )  # fmt: skip

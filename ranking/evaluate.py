@@ -24,7 +24,7 @@ from mmfeat.errors import ConfigError
 from mmfeat.profile import ProfileConfig
 from mmfeat.settings import Settings
 from mmfeat.tokenizers import TOKENIZERS
-from ranking.dataset import PROFILE_EVENTS, Dataset, Jagged, build_dataset
+from ranking.dataset import OTHER_SOURCES, PROFILE_EVENTS, Dataset, Jagged, build_dataset
 from ranking.metrics import auc, auc_gain, ne_gain, normalized_entropy, paired_ttest
 from ranking.report import SUBSETS, TAIL_SHARE, write_report
 from ranking.train import Variant, predict, select_epochs, step_throughput, train
@@ -32,6 +32,7 @@ from ranking.world import DAY, TASKS, WorldConfig, build_world, caption_items
 
 PROFILE_LISTS = tuple(f"profile_{e}" for e in PROFILE_EVENTS)
 SEMANTIC = ("item_sid", "item_sid_prefix")
+WORD_SOURCES = tuple(OTHER_SOURCES.values())
 VARIANTS = (
     Variant("baseline", (), "IDs + dense + frozen visual-encoder embedding (the paper's production baseline)"),
     *(
@@ -48,10 +49,14 @@ VARIANTS = (
         ("item_sp", *PROFILE_LISTS),
         "+ user interest profiles per event type (tokenizer A), pooled as one bag",
     ),
+    Variant("+ post text A", ("item_post_sp",), "the post's own text (title, text, tags), tokenizer A"),
+    Variant("+ on-screen text A (OCR)", ("item_ocr_sp",), "text the OCR model read on the picture, tokenizer A"),
+    Variant("+ speech A (ASR)", ("item_asr_sp",), "what the ASR model heard, tokenizer A"),
+    Variant("+ item tokens A + post text + OCR + ASR", ("item_sp", *WORD_SOURCES), "the caption and the three other sources, tokenizer A"),
     Variant(
         "+ all content features",
-        ("item_sp", *SEMANTIC, *PROFILE_LISTS),
-        "caption tokens A, semantic-ID codes and prefixes, the content embedding and user profiles A",
+        ("item_sp", *WORD_SOURCES, *SEMANTIC, *PROFILE_LISTS),
+        "caption tokens A, post text, OCR and ASR, semantic-ID codes and prefixes, the content embedding and user profiles A",
         content=True,
     ),
 )

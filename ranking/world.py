@@ -10,20 +10,24 @@ logit that mixes ID effects, popularity and semantic match, with strengths set i
 
 from __future__ import annotations
 
+import io
 import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from captioner.runtime import CaptionerRuntime
 from captioner.world.clipart import DrawingCache, Scene, load_vocabulary, make_splits, scenes
 from mmfeat.features import FeatureBuilder
-from mmfeat.schemas import FeatureRecordV1, UploadV1
+from mmfeat.schemas import FeatureRecord, UploadV2
 from mmfeat.settings import DEFAULT_CAPTIONER, Settings
 from mmfeat.tokenizers import ranked
+from ranking.posts import TOPICS, post_text, spoken_sentence, with_banner
 
 TASKS = ("like", "comment", "share", "time_spent", "consumption")
 EVENT_OF_TASK = {"like": "like", "comment": "comment", "share": "share", "time_spent": "time_spent", "consumption": "view"}
@@ -49,6 +53,10 @@ class WorldConfig:
     upload_until: float = 1.0  # uploads arrive through this share of the period: new items keep arriving to the end
     fresh_boost: float = 2.0  # a new item's extra exposure (times its popularity weight), fading over fresh_days
     fresh_days: float = 2.0
+    w_topic: float = 1.5  # the user's liked topic is the item's hidden topic (ranking/posts.py)
+    post_signal: float = 0.7  # share of posts whose text names their topic
+    sign_share: float = 0.3  # share of items with a banner naming their topic on the picture (read by OCR)
+    speech_share: float = 0.2  # share of items with speech about their topic (transcribed by ASR)
     start_ts: float = 1_790_000_000.0
 
 
@@ -59,8 +67,9 @@ class Item:
     owner: int
     uploaded_at: float
     scene: Scene
-    feature: FeatureRecordV1
+    feature: FeatureRecord
     visual: np.ndarray  # pooled frozen encoder embedding [1280]
+    topic: int = 0  # index into ranking.posts.TOPICS: what the post, its banner and its speech are about
 
     @property
     def embedding(self) -> np.ndarray:
@@ -89,6 +98,7 @@ class World:
     join_ts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per user: first possible impression (0: from the start)
     switch_ts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per user: when its interests changed (inf: never)
     later_likes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # per user: interests after the change
+    topic_likes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # [users, topics]
 
 
 def relation_word(scene: Scene) -> str | None:
@@ -100,10 +110,13 @@ def relation_word(scene: Scene) -> str | None:
     return {"right": "left", "below": "above"}.get(rel, rel)
 
 
-def caption_items(
-    cfg: WorldConfig, settings: Settings, progress: Callable[[int], None] | None = None, batch: int = 16
-) -> list[tuple[Scene, FeatureRecordV1, np.ndarray]]:
-    """Render ``cfg.items`` scenes and caption them with the worker's functions; also the frozen visual embedding."""
+Captioned = tuple[Scene, FeatureRecord, np.ndarray, int]  # the scene, its record, its visual embedding, its topic
+
+
+def caption_items(cfg: WorldConfig, settings: Settings, progress: Callable[[int], None] | None = None, batch: int = 16) -> list[Captioned]:
+    """Render ``cfg.items`` scenes, give each a topic, a post, and for some a banner or speech about it (ranking/posts.py),
+    and make their feature records with the worker's functions: the captioner, OCR on the bannered pictures and ASR
+    on the spoken sentences, the same runtimes Triton serves; also the frozen visual embedding."""
     import torch
 
     from captioner.modeling.encoder import load_pretrained
@@ -112,42 +125,89 @@ def caption_items(
     runtime = CaptionerRuntime(DEFAULT_CAPTIONER)
     # the published lists, and every list the ranker reads (semantic IDs are opt-in on a live worker)
     names = [*settings.features.tokenizers, *(n for n in ranked() if n not in settings.features.tokenizers)]
-    # version 1 records: the world's items are still images with their caption only
-    builder = FeatureBuilder.of(settings.features.model_copy(update={"tokenizers": names, "feature_schema": 1}))
+    builder = FeatureBuilder.of(settings.features.model_copy(update={"tokenizers": names, "feature_schema": 2}))
     encoder = load_pretrained()
     spec = make_splits(load_vocabulary()).train
     rendered = list(scenes(spec, cfg.items, seed=cfg.seed + 1000, cache=DrawingCache()))
-    out: list[tuple[Scene, FeatureRecordV1, np.ndarray]] = []
+    words = _WorldWords(cfg)  # its own generator: the scenes and the impressions draw as before
+    out: list[Captioned] = []
     for start in range(0, len(rendered), batch):
-        chunk = rendered[start : start + batch]
+        chunk = [(words.picture(start + k, img), scene) for k, (img, scene) in enumerate(rendered[start : start + batch])]
         images = [img for img, _ in chunk]
         captions = runtime.caption(images, [""] * len(images))
         with torch.inference_mode():
             visual = encoder.feature_map(to_tensor(images)).mean(dim=(2, 3)).numpy()
-        for k, ((_, scene), cap) in enumerate(zip(chunk, captions, strict=True)):
+        for k, ((img, scene), cap) in enumerate(zip(chunk, captions, strict=True)):
             i = start + k
-            upload = UploadV1(item_id=f"w{cfg.seed}-{i:05d}", owner_id=f"owner-{i % cfg.owners}", media_type="image",
-                              media_uri=f"file:///world/{i}.png", created_at=datetime.fromtimestamp(cfg.start_ts, UTC))  # fmt: skip
-            record = builder.build(upload, cap, runtime.version, f"scene-{i}")
-            assert isinstance(record, FeatureRecordV1)
-            out.append((scene, record, visual[k]))
+            upload = UploadV2(schema_version=2, item_id=f"w{cfg.seed}-{i:05d}", owner_id=f"owner-{i % cfg.owners}", media_type="image",
+                              media_uri=f"file:///world/{i}.png", text=words.post(i),
+                              created_at=datetime.fromtimestamp(cfg.start_ts, UTC))  # fmt: skip
+            ocr, ocr_version = words.read(i, img)
+            asr, asr_version = words.hear(i)
+            record = builder.build(
+                upload, cap, runtime.version, f"scene-{i}", ocr=ocr, ocr_version=ocr_version, asr=asr, asr_version=asr_version
+            )
+            out.append((scene, record, visual[k], words.topic[i]))
         if progress:
             progress(len(out))
     return out
 
 
-def build_world(cfg: WorldConfig, captioned: list[tuple[Scene, FeatureRecordV1, np.ndarray]]) -> World:
+class _WorldWords:
+    """Each item's topic and the words about it; OCR and ASR run only where there is a banner or speech."""
+
+    def __init__(self, cfg: WorldConfig) -> None:
+        rng = random.Random(cfg.seed + 31)
+        self.cfg = cfg
+        self.topic = [rng.randrange(len(TOPICS)) for _ in range(cfg.items)]
+        self.posts = [post_text(rng, TOPICS[t], cfg.post_signal) for t in self.topic]
+        self.banner = [rng.random() < cfg.sign_share for _ in range(cfg.items)]
+        self.speech = [spoken_sentence(rng, TOPICS[t]) if rng.random() < cfg.speech_share else None for t in self.topic]
+        self._ocr: Any = None
+        self._asr: Any = None
+
+    def picture(self, i: int, img: Image.Image) -> Image.Image:
+        return with_banner(img, TOPICS[self.topic[i]]) if self.banner[i] else img
+
+    def post(self, i: int) -> str:
+        return self.posts[i]
+
+    def read(self, i: int, img: Image.Image) -> tuple[list[tuple[float | None, str]] | None, str | None]:
+        if not self.banner[i]:
+            return None, None  # not read: an item without a banner needs no OCR request here
+        from readers.ocr import OcrRuntime
+
+        self._ocr = self._ocr or OcrRuntime()
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        return [(None, self._ocr.read(buf.getvalue()))], self._ocr.version
+
+    def hear(self, i: int) -> tuple[str | None, str | None]:
+        said = self.speech[i]
+        if said is None:
+            return None, None
+        from captioner.world.speech import speak
+        from mmfeat.media.audio import AudioLimits, decode_sound, encode_test_audio
+        from readers.asr import PocketSphinx
+
+        self._asr = self._asr or PocketSphinx()
+        u = speak(said)
+        pcm = decode_sound(encode_test_audio(u.pcm, u.rate), AudioLimits())  # the served path's resampling
+        return self._asr.transcribe(np.frombuffer(pcm, "<i2")), self._asr.version
+
+
+def build_world(cfg: WorldConfig, captioned: list[Captioned]) -> World:
     """Users, biases and a timestamped impression log with labels from the ground-truth model."""
     rng = np.random.default_rng(cfg.seed)
     prng = random.Random(cfg.seed)
-    names = sorted({n for scene, _, _ in captioned for n in scene.names})
+    names = sorted({n for scene, *_ in captioned for n in scene.names})
     name_index = {n: i for i, n in enumerate(names)}
-    relations = sorted({w for scene, _, _ in captioned if (w := relation_word(scene))})
+    relations = sorted({w for scene, *_ in captioned if (w := relation_word(scene))})
     span = cfg.days * DAY
     items = []
-    for i, (scene, feature, visual) in enumerate(captioned):
+    for i, (scene, feature, visual, topic) in enumerate(captioned):
         at = cfg.start_ts + span * cfg.upload_until * (i / max(1, len(captioned)))
-        items.append(Item(i, feature.item_id, i % cfg.owners, at, scene, feature, visual))
+        items.append(Item(i, feature.item_id, i % cfg.owners, at, scene, feature, visual, topic))
     likes = np.zeros((cfg.users, len(names)))
     for u in range(cfg.users):
         for name in prng.sample(names, min(cfg.interests_per_user, len(names))):
@@ -206,9 +266,15 @@ def build_world(cfg: WorldConfig, captioned: list[tuple[Scene, FeatureRecordV1, 
     sem = (now_likes * item_names[item_idx]).sum(axis=1)
     rel_of = [later_relation[u] if a else relation_of_user[u] for u, a in zip(users, after, strict=True)]
     rel = np.array([float(item_rel[i] is not None and item_rel[i] == r) for r, i in zip(rel_of, item_idx, strict=True)])
+    # each user likes one topic (a generator of its own: with w_topic 0 the labels are those of the world without it)
+    topics = np.random.default_rng(cfg.seed + 53)
+    topic_likes = np.zeros((cfg.users, len(TOPICS)))
+    topic_likes[np.arange(cfg.users), topics.integers(0, len(TOPICS), cfg.users)] = topics.uniform(0.5, 1.0, cfg.users)
+    item_topic = np.array([it.topic for it in items])
     base = (cfg.w_id * (user_bias[users] + item_bias[item_idx] + owner_bias[item_idx % cfg.owners]) / math.sqrt(3)
-            + cfg.w_pop * popularity[item_idx] + cfg.w_names * sem + cfg.w_relation * rel)  # fmt: skip
+            + cfg.w_pop * popularity[item_idx] + cfg.w_names * sem + cfg.w_relation * rel
+            + cfg.w_topic * topic_likes[users, item_topic[item_idx]])  # fmt: skip
     logits = np.stack([TASK_BIAS[t] + base for t in TASKS], axis=1)
     labels = (rng.uniform(size=logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32)
     return World(cfg, items, likes, relation_of_user, names, user_bias, item_bias, owner_bias, popularity,
-                 users.astype(np.int64), item_idx, ts, labels, logits, joins, switch, later_likes)  # fmt: skip
+                 users.astype(np.int64), item_idx, ts, labels, logits, joins, switch, later_likes, topic_likes)  # fmt: skip

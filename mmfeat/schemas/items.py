@@ -62,6 +62,10 @@ class FeatureRecordV1(_Record):
     upload_created_at: datetime
     embedding: EmbeddingV1 | None = None
 
+    def ids(self, tokenizer: str, source: str = "caption") -> list[int]:
+        """One tokenizer's id list of the caption (the only source of version 1; others are empty)."""
+        return list(self.token_ids.get(tokenizer, [])) if source == "caption" else []
+
 
 class SourceV2(_Record):
     """One source of an item's words: its normalized text, what its model said before normalization, and

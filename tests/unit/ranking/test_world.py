@@ -38,7 +38,7 @@ def fake_captioned(cfg: WorldConfig) -> list[tuple]:
         rec = FeatureRecordV1(item_id=f"w-{i}", owner_id="o", caption=scene.captions[0], caption_raw=scene.captions[0], token_ids=ids,
                               captioner_version="test", tokenizer_versions={}, content_sha256="x",
                               upload_created_at=datetime(2026, 1, 1, tzinfo=UTC), embedding=embedding)  # fmt: skip
-        out.append((scene, rec, rng.normal(size=16)))
+        out.append((scene, rec, rng.normal(size=16), i % 12))
     return out
 
 
@@ -73,7 +73,8 @@ def test_dataset_shapes() -> None:
     ds = build_dataset(world, PCFG)
     assert len(ds) == CFG.impressions and ds.labels.shape == (CFG.impressions, 5)
     assert set(ds.profile_lists) == {f"profile_{e}" for e in PROFILE_EVENTS}
-    assert set(ds.item_lists) == {"item_sp", "item_word", "item_sid", "item_sid_prefix"}
+    assert set(ds.item_lists) == {"item_sp", "item_word", "item_sid", "item_sid_prefix", "item_post_sp", "item_ocr_sp", "item_asr_sp"}
+    assert ds.table_of["item_post_sp"] == ds.table_of["item_ocr_sp"] == "sp"  # the other sources share table A
     assert ds.table_of["profile_like"] == "sp" == ds.table_of["item_sp"]
     assert ds.content.shape == (CFG.items, 8) and np.allclose(ds.content.mean(axis=0), 0, atol=1e-5)
     assert np.allclose(ds.content.std(axis=0), 1, atol=1e-4)
@@ -119,7 +120,7 @@ def test_late_users_and_drift_shape_the_log_and_nothing_else() -> None:
     assert np.all(late.imp_ts >= late.join_ts[late.imp_user])  # no impression before its user joined
     assert set(np.unique(late.imp_user[late.imp_ts < late.join_ts[joined].min()])) <= set(np.flatnonzero(~joined))
 
-    drift = build_world(replace(CFG, drift=1.0, w_relation=0.0, w_id=0.0, w_pop=0.0), captioned)
+    drift = build_world(replace(CFG, drift=1.0, w_relation=0.0, w_id=0.0, w_pop=0.0, w_topic=0.0), captioned)
     assert np.isfinite(drift.switch_ts).all() and not np.array_equal(drift.later_likes, drift.likes)
     # the ground truth uses the interests in force at each impression's time
     names = {n: i for i, n in enumerate(drift.names)}
@@ -195,3 +196,21 @@ def test_principal_components_keep_the_directions_of_most_variance() -> None:
     # the two kept coordinates explain x up to the small directions: least squares residual is tiny
     fit = np.linalg.lstsq(np.c_[pcs, np.ones(500)], x, rcond=None)[0]
     assert ((np.c_[pcs, np.ones(500)] @ fit - x) ** 2).mean() < 0.02
+
+
+def test_the_hidden_topic_drives_labels_and_leaks_into_the_post_text() -> None:
+    import random
+
+    from ranking.posts import TOPICS, post_text
+
+    world = build_world(replace(CFG, w_id=0.0, w_pop=0.0, w_names=0.0, w_relation=0.0, w_topic=3.0), fake_captioned(CFG))
+    liked = world.topic_likes[world.imp_user, np.array([world.items[i].topic for i in world.imp_item])] > 0
+    assert liked.any() and (~liked).any()
+    assert world.labels[liked, 0].mean() > world.labels[~liked, 0].mean() + 0.2  # only the topic moves the like rate
+    without = build_world(replace(CFG, w_topic=0.0), fake_captioned(CFG))
+    base = build_world(replace(CFG, w_topic=0.0), fake_captioned(CFG))
+    assert np.array_equal(without.labels, base.labels)
+    rng = random.Random(0)
+    posts = [post_text(rng, "cooking", 0.7) for _ in range(400)]
+    share = sum("cooking" in p for p in posts) / len(posts)
+    assert 0.6 < share < 0.8 and any(t in p for p in posts for t in TOPICS if t != "cooking")  # noisy: some off-topic tags

@@ -3,12 +3,14 @@
 No Kafka here. The loop (workers/worker.py) consumes, calls ``CaptionCore.run``, produces each outcome's
 record, and commits after delivery; the backfill drives the same core with parts of its own.
 
-Every per-record step (unwrap, parse, validate, fetch, probe, cache lookup, caption, build, encode) runs
-inside one boundary, ``_guarded``: any exception about one record becomes that record's DLQ outcome
-(``internal_error`` with the exception class when nothing more specific applies). Only infrastructure
-errors (``InfraError``: Triton unavailable, the local store broken) leave ``run``; the loop pauses or
-stops on those. A batch-wide captioner failure that is not Triton being down is retried one record at a
-time, so that one record's defect is that record's DLQ entry, not the batch's.
+Every per-record step (unwrap, parse, validate, fetch, the media kind's prepare, cache lookups, build,
+encode) runs inside one boundary, ``_guarded``: any exception about one record becomes that record's DLQ
+outcome (``internal_error`` with the exception class when nothing more specific applies). Only
+infrastructure errors (``InfraError``: Triton unavailable, the local store broken) leave ``run``; the loop
+pauses or stops on those. The models (the captioner, then OCR and ASR where configured) each take their
+share of the batch through one ``ModelPass`` (workers/passes.py): their own dedupe, budget and call, and a
+batch-wide failure that is not Triton being down retried one item at a time, so that one record's defect
+is that record's DLQ entry, not the batch's.
 """
 
 from __future__ import annotations
@@ -87,10 +89,11 @@ class Captioner(Protocol):
 
 
 class TextReader(Protocol):
-    """What the core needs of a model that reads text in images (workers/triton_client.py's TritonOcr)."""
+    """What the core needs of a model that reads text out of media: OCR on images, ASR on sound
+    (workers/triton_client.py's TritonOcr and TritonAsr)."""
 
     def read_many(self, items: Sequence[bytes]) -> list[CaptionResult | RecordError]:
-        """One result per image, in order (the text in ``caption.text``); raises InfraError when the service is down."""
+        """One result per item, in order (the text in ``caption.text``); raises InfraError when the service is down."""
         ...
 
     def probe_version(self) -> str: ...

@@ -23,7 +23,7 @@ from functools import partial
 from typing import Protocol, TypeVar
 
 from mmfeat.dlq import dead_letter
-from mmfeat.errors import RecordError, RecordRef, as_record_error
+from mmfeat.errors import InfraError, RecordError, RecordRef, as_record_error
 from mmfeat.features import FeatureBuilder, encode_feature, lineage_headers
 from mmfeat.kafka.client import Headers, OutRecord
 from mmfeat.media.prepared import Prepared
@@ -250,13 +250,13 @@ class CaptionCore:
         out = OutRecord(self.p.topics.features, record.item_id, encode_feature(record), headers, record.upload_created_at.timestamp())
         return Outcome(Kind.FEATURE, w.ref, out, dedupe_hit=w.dedupe_hit)
 
-    def _deferred(self, w: _Work) -> Outcome:
+    def _deferred(self, w: _Work, reason: str) -> Outcome:
         rec = DeferredRecordV1(
-            item_id=w.upload.item_id, reason="budget", upload_json=w.raw.decode(), source=str(w.ref), deferred_at=now_utc()
+            item_id=w.upload.item_id, reason=reason, upload_json=w.raw.decode(), source=str(w.ref), deferred_at=now_utc()
         )
-        log.info("deferred %s: captioner budget exhausted", w.ref)
-        headers: Headers = [(H_SOURCE, str(w.ref).encode()), (H_REASON, b"budget")]
-        return Outcome(Kind.DEFERRED, w.ref, OutRecord(self.p.topics.deferred, w.upload.item_id, encode_record(rec), headers), "budget")
+        log.info("deferred %s: %s", w.ref, "a model's budget is exhausted" if reason == "budget" else reason.replace("_", " "))
+        headers: Headers = [(H_SOURCE, str(w.ref).encode()), (H_REASON, reason.encode())]
+        return Outcome(Kind.DEFERRED, w.ref, OutRecord(self.p.topics.deferred, w.upload.item_id, encode_record(rec), headers), reason)
 
     # ---- one micro-batch ----------------------------------------------------------------------
 
@@ -266,7 +266,7 @@ class CaptionCore:
         for inc in batch:
             ref = RecordRef(inc.ref.topic, inc.ref.partition, inc.ref.offset, peek_item_id(inc.value))
             slots.append(self._guarded(inc, ref, partial(self._admit, inc)))
-        deferred: set[int] = set()
+        deferred: dict[int, str] = {}  # upload -> why
         rejected: dict[int, RecordError] = {}
         for model in self.passes:  # captioner, OCR, ASR: an upload one model defers or rejects skips the next
             inputs = (lambda w: w.audio) if model.name == ASR else (lambda w: w.frames)
@@ -277,8 +277,15 @@ class CaptionCore:
                     if isinstance(got, Outcome):
                         slots[i] = got
             todo = [(id(w), inputs(w)) for w in slots if isinstance(w, _Work) and id(w) not in deferred and id(w) not in rejected]
-            more_deferred, more_rejected = model.run(todo)
-            deferred |= more_deferred
+            try:
+                more_deferred, more_rejected = model.run(todo)
+            except InfraError:
+                if model.name != ASR:
+                    raise  # the captioner or OCR down: every media upload needs it, the loop pauses
+                # ASR down: only uploads with sound need it; they wait in the deferred topic, the rest goes on
+                more_deferred, more_rejected = {u for u, sound in todo if sound}, {}
+                deferred.update((u, "asr_unavailable") for u in more_deferred)
+            deferred.update((u, "budget") for u in more_deferred if u not in deferred)
             rejected.update(more_rejected)
         out: list[Outcome] = []
         for slot in slots:
@@ -287,6 +294,6 @@ class CaptionCore:
             elif id(slot) in rejected:
                 out.append(self.dlq(slot.inc, slot.ref, rejected[id(slot)]))
             else:
-                step = self._deferred if id(slot) in deferred else self._feature
-                out.append(self._guarded(slot.inc, slot.ref, partial(step, slot)))
+                step = partial(self._deferred, slot, deferred[id(slot)]) if id(slot) in deferred else partial(self._feature, slot)
+                out.append(self._guarded(slot.inc, slot.ref, step))
         return out

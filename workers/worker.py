@@ -137,13 +137,14 @@ class CaptionWorker:
         return out
 
     def _models_ready(self) -> bool:
-        """Every model the core calls is ready (the captioner, and OCR / ASR where configured)."""
-        return all(m.ready() for m in (self.parts.captioner, self.parts.ocr, self.parts.asr) if m is not None)
+        """The models whose outage pauses the loop are ready: the captioner, and OCR where configured (ASR's outage
+        defers only the uploads with sound: the core does that without pausing)."""
+        return all(m.ready() for m in (self.parts.captioner, self.parts.ocr) if m is not None)
 
     def _wait_for_captioner(self) -> None:
         """Pause consumption until Triton and every model the core calls are ready again; keep group membership meanwhile."""
         url = getattr(self.parts.captioner, "url", "?")
-        names = [getattr(m, "model", "?") for m in (self.parts.captioner, self.parts.ocr, self.parts.asr) if m is not None]
+        names = [getattr(m, "model", "?") for m in (self.parts.captioner, self.parts.ocr) if m is not None]
         log.warning("Triton at %s unavailable (models %s): pausing consumption", url, ", ".join(names))
         self.bc.pause_all()
         delay = self.s.triton.triton_unavailable_backoff_s

@@ -192,3 +192,23 @@ def test_speech_of_videos_and_audio_uploads_is_the_asr_source_heard_once_per_sou
     assert isinstance(song, FeatureRecordV2) and set(song.sources) == {"asr"} and "captioner" not in song.model_versions
     assert isinstance(mute, FeatureRecordV2) and "asr" not in mute.sources and "asr" not in mute.model_versions
     assert isinstance(again, FeatureRecordV2) and again.sources == song.sources
+
+
+def test_asr_down_defers_only_the_uploads_with_sound_and_the_rest_goes_on(tmp_path: Path) -> None:
+    from mmfeat.errors import CaptionerUnavailable
+    from mmfeat.schemas import DeferredRecordV1
+    from tests.unit.mmfeat.media.test_audio import tone
+
+    class DownAsr(FakeAsr):
+        def read_many(self, items: Sequence[bytes]) -> list[CaptionResult | RecordError]:
+            raise CaptionerUnavailable("Triton at x is not ready (model asr)")
+
+    frames = [scene(k) for k in range(2) for _ in range(4)]
+    talking = encode_test_video(frames, fps=4, audio=np.frombuffer(tone(2.0, 16000), "<i2"))
+    c = media_core(tmp_path, FakeCaptioner())
+    c.p.asr = DownAsr()
+    out = CaptionCore(c.p).run(batch([v2("talk", "video", talking), v2("img", "image", IMAGES[0]), v2("mute", "video", STILL)]))
+    assert [o.kind for o in out] == [Kind.DEFERRED, Kind.FEATURE, Kind.FEATURE]
+    deferred = DeferredRecordV1.model_validate_json(out[0].record.value or b"")
+    assert deferred.reason == "asr_unavailable" and json.loads(deferred.upload_json)["item_id"] == "talk"  # verbatim, to replay
+    assert dict(out[0].record.headers)["mmfeat-reason"] == b"asr_unavailable"

@@ -97,3 +97,30 @@ def test_profiles_of_semantic_id_prefixes_are_exported_with_the_code_lists(ps: S
         assert r["profile_like_ids"] == ids and set(ids) <= {p for v in prefixes.values() for p in v}
         assert r["profile_like_weights"] == pytest.approx(weights)
     assert rows[-1]["profile_like_ids"]  # a profile of prefix tokens, not empty
+
+
+def test_version_2_records_export_each_source_and_profiles_follow_the_sources_setting(ps: Settings, tmp_path: Path) -> None:
+    s = ps.updated({"profile_sources": ["caption", "post_text"]})
+    caption = {f"v2-{i}": [3 + i] for i in range(4)}
+    post = {f"v2-{i}": [40 + i, 50] for i in range(4)}
+
+    def record(k: str) -> bytes:
+        sources = {"caption": {"text": "c", "raw": "c", "token_ids": {"word": caption[k]}},
+                   "post_text": {"text": "p", "raw": "p", "token_ids": {"word": post[k]}}}  # fmt: skip
+        return json.dumps({"schema_version": 2, "item_id": k, "sources": sources, "model_versions": {"captioner": "c@1"},
+                           "tokenizer_versions": {"word": "w@1"}}).encode()  # fmt: skip
+
+    send_records(s, [OutRecord(s.topics.features_topic, k, record(k)) for k in caption])
+    evs = [
+        EngagementV1(user_id="u9", item_id=f"v2-{i % 4}", event="like", ts=START + timedelta(minutes=i), event_id=f"v{i}") for i in range(8)
+    ]
+    send_records(s, engagement_records(s, evs))
+    out = tmp_path / "v2.parquet"
+    done = run_cli(s, "export-training-data", "--out", str(out), "--tokenizers", "word")
+    assert done.returncode == 0, done.stderr
+    rows = pq.read_table(out).to_pylist()
+    assert [r["item_word_ids"] for r in rows] == [caption[e.item_id] for e in evs]  # the caption's, as version 1's token_ids
+    assert [r["item_post_text_word_ids"] for r in rows] == [post[e.item_id] for e in evs]
+    # the profile aggregates both sources' ids: by the last row it has seen every item's caption and post ids
+    assert {3, 4, 5, 40, 41, 42, 50} <= set(rows[-1]["profile_like_ids"])
+    assert pq.read_schema(out).metadata[b"mmfeat.profile_sources"] == b"caption,post_text"

@@ -65,6 +65,14 @@ class FeatureBuilder:
             ids[name] = got[:MAX_IDS]  # a list's bound in the schema; subword tokenizers can exceed it on odd text
         return ids, versions
 
+    def _words(self, sources: dict[str, SourceV2], versions: dict[str, str], name: str, raw: str) -> None:
+        """A source of plain words (post text, OCR, ASR): the post rules, the text tokenizers; none when it says nothing."""
+        text = normalize_post_text(raw, self.post_max_words)
+        if text:
+            ids, more = self._tokens(self.text_names, text, Caption(text, []), "")
+            sources[name] = SourceV2(text=text, raw=raw[:RAW_MAX], token_ids=ids)
+            versions.update(more)
+
     def build(
         self, upload: Upload, caption: Caption | None, captioner_version: str | None, content_sha256: str, *,
         frames: Sequence[tuple[float, Caption]] = (), ocr: Sequence[tuple[float | None, str]] | None = None,
@@ -98,25 +106,11 @@ class FeatureBuilder:
             models["captioner"] = captioner_version
         if ocr is not None and ocr_version is not None:
             models["ocr"] = ocr_version
-            screen_raw = merged_lines([text for _, text in ocr])
-            screen = normalize_post_text(screen_raw, self.post_max_words)
-            if screen:
-                ids, ocr_versions = self._tokens(self.text_names, screen, Caption(screen, []), "")
-                sources[OCR] = SourceV2(text=screen, raw=screen_raw[:RAW_MAX], token_ids=ids)
-                versions.update(ocr_versions)
+            self._words(sources, versions, OCR, merged_lines([read for _, read in ocr]))
         if asr is not None and asr_version is not None:
             models["asr"] = asr_version
-            speech = normalize_post_text(asr, self.post_max_words)
-            if speech:
-                ids, asr_versions = self._tokens(self.text_names, speech, Caption(speech, []), "")
-                sources[ASR] = SourceV2(text=speech, raw=asr[:RAW_MAX], token_ids=ids)
-                versions.update(asr_versions)
-        post_raw = upload.post_text()
-        post = normalize_post_text(post_raw, self.post_max_words)
-        if post:
-            ids, post_versions = self._tokens(self.text_names, post, Caption(post, []), "")
-            sources[POST_TEXT] = SourceV2(text=post, raw=post_raw[:RAW_MAX], token_ids=ids)
-            versions.update(post_versions)
+            self._words(sources, versions, ASR, asr)
+        self._words(sources, versions, POST_TEXT, upload.post_text())
         return FeatureRecordV2(
             item_id=upload.item_id, owner_id=upload.owner_id, media_type=upload.media_type, sources=sources,
             model_versions=models, tokenizer_versions=versions, content_sha256=content_sha256,

@@ -2,6 +2,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmfeat.errors import SchemaError
 from mmfeat.schemas import parse_upload, peek_item_id
@@ -60,3 +62,25 @@ def test_peek_item_id_is_best_effort() -> None:
     assert peek_item_id(b"{oops") is None
     assert peek_item_id(json.dumps({"item_id": 5}).encode()) is None
     assert peek_item_id(None) is None
+
+
+V2 = {"schema_version": 2, "item_id": "p-1", "owner_id": "o", "media_type": "text", "title": "Sunday", "tags": ["Food"],
+      "created_at": "2026-11-01T00:00:00Z"}  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["schema_version", "media_type", "title", "text", "tags", "media_b64", "media_uri", "item_id", "x"]),
+        st.none() | st.booleans() | st.integers() | st.text(max_size=30) | st.lists(st.text(max_size=70), max_size=70),
+        max_size=4,
+    )
+)
+def test_any_version_2_upload_parses_or_is_one_schema_error(changes: dict[str, object]) -> None:
+    raw = json.dumps({**V2, **changes}).encode()
+    try:
+        up = parse_upload(raw)
+    except SchemaError as e:
+        assert e.reason in ("schema", "bad_json") and "\n" not in str(e)
+    else:
+        assert up.schema_version in (1, 2) and (up.media_type != "text" or up.post_text().strip())

@@ -58,6 +58,7 @@ lint: venv
 	$(PY) -m mypy mmfeat captioner readers workers bench streams ranking
 	$(PY) -m mypy triton_models/captioner/1/model.py
 	$(PY) -m mypy triton_models/ocr/1/model.py
+	$(PY) -m mypy triton_models/asr/1/model.py
 	$(PY) -m mypy bench/triton_models/null_captioner/1/model.py
 
 bench: setup

@@ -196,6 +196,15 @@ class _WorldWords:
         return self._asr.transcribe(np.frombuffer(pcm, "<i2")), self._asr.version
 
 
+def _topic_likes(cfg: WorldConfig) -> np.ndarray:
+    """Each user likes one topic, [users, topics] (a generator of its own: with w_topic 0 the labels are those
+    of the world without topics)."""
+    rng = np.random.default_rng(cfg.seed + 53)
+    likes = np.zeros((cfg.users, len(TOPICS)))
+    likes[np.arange(cfg.users), rng.integers(0, len(TOPICS), cfg.users)] = rng.uniform(0.5, 1.0, cfg.users)
+    return likes
+
+
 def build_world(cfg: WorldConfig, captioned: list[Captioned]) -> World:
     """Users, biases and a timestamped impression log with labels from the ground-truth model."""
     rng = np.random.default_rng(cfg.seed)
@@ -266,10 +275,7 @@ def build_world(cfg: WorldConfig, captioned: list[Captioned]) -> World:
     sem = (now_likes * item_names[item_idx]).sum(axis=1)
     rel_of = [later_relation[u] if a else relation_of_user[u] for u, a in zip(users, after, strict=True)]
     rel = np.array([float(item_rel[i] is not None and item_rel[i] == r) for r, i in zip(rel_of, item_idx, strict=True)])
-    # each user likes one topic (a generator of its own: with w_topic 0 the labels are those of the world without it)
-    topics = np.random.default_rng(cfg.seed + 53)
-    topic_likes = np.zeros((cfg.users, len(TOPICS)))
-    topic_likes[np.arange(cfg.users), topics.integers(0, len(TOPICS), cfg.users)] = topics.uniform(0.5, 1.0, cfg.users)
+    topic_likes = _topic_likes(cfg)
     item_topic = np.array([it.topic for it in items])
     base = (cfg.w_id * (user_bias[users] + item_bias[item_idx] + owner_bias[item_idx % cfg.owners]) / math.sqrt(3)
             + cfg.w_pop * popularity[item_idx] + cfg.w_names * sem + cfg.w_relation * rel

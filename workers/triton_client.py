@@ -154,24 +154,39 @@ class TritonCaptioner(TritonModel):
         return self.call_many(items)
 
 
-class TritonOcr(TritonModel):
-    """The OCR model (triton_models/ocr): the text read on each image, as a CaptionResult's ``caption.text``."""
+class TritonReader(TritonModel):
+    """A model that reads text out of one input (triton_models/ocr: an image; triton_models/asr: a sound); the text
+    comes back as a CaptionResult's ``caption.text``. Its contract names the input and the version tensor."""
 
-    what = "ocr"
-    reason = "ocr"
+    what = reason = "reader"
+    source: contract.Tensor
+    version: contract.Tensor
 
     def _arrays(self, item: bytes) -> dict[str, np.ndarray]:
-        return {contract.IMAGE.name: np.array([[item]], dtype=np.object_)}
+        return {self.source.name: np.array([[item]], dtype=np.object_)}
 
     def _read(self, result: grpcclient.InferResult) -> CaptionResult:
-        text, version = contract.read_text_answer(result.as_numpy)
+        text, version = contract.read_text_answer(result.as_numpy, self.version)
         return CaptionResult(Caption(text, []), version)
+
+    def read_many(self, items: Sequence[bytes]) -> list[CaptionResult | RecordError]:
+        return self.call_many(items)
+
+
+class TritonOcr(TritonReader):
+    what = reason = "ocr"
+    source, version = contract.IMAGE, contract.OCR_VERSION
 
     def _probe_item(self) -> bytes:
         return kind_of("image").sample()
 
-    def read_many(self, items: Sequence[bytes]) -> list[CaptionResult | RecordError]:
-        return self.call_many(items)
+
+class TritonAsr(TritonReader):
+    what = reason = "asr"
+    source, version = contract.AUDIO, contract.ASR_VERSION
+
+    def _probe_item(self) -> bytes:
+        return np.zeros(contract.AUDIO_RATE // 2, "<i2").tobytes()  # half a second of silence
 
 
 CAPTIONER_MODEL = PROJECT_ROOT / "triton_models" / "captioner"
@@ -214,23 +229,3 @@ def serve_captioner(url: str, model_dir: Path, *, timeout_s: float = 300.0) -> s
         return name
     finally:
         client.close()
-
-
-class TritonAsr(TritonModel):
-    """The ASR model (triton_models/asr): the transcript of each sound (16 kHz mono PCM) in ``caption.text``."""
-
-    what = "asr"
-    reason = "asr"
-
-    def _arrays(self, item: bytes) -> dict[str, np.ndarray]:
-        return {contract.AUDIO.name: np.array([[item]], dtype=np.object_)}
-
-    def _read(self, result: grpcclient.InferResult) -> CaptionResult:
-        text, version = contract.read_text_answer(result.as_numpy, contract.ASR_VERSION)
-        return CaptionResult(Caption(text, []), version)
-
-    def _probe_item(self) -> bytes:
-        return np.zeros(contract.AUDIO_RATE // 2, "<i2").tobytes()
-
-    def read_many(self, items: Sequence[bytes]) -> list[CaptionResult | RecordError]:
-        return self.call_many(items)

@@ -19,13 +19,33 @@ def _enum(values: list[str]) -> JsonDict:
     return {"enum": list[JsonValue](values)}
 
 
+V1_KINDS = sorted(KINDS)
+V2_KINDS = sorted([*KINDS, TEXT_ONLY])
+
+
+def _one_of(media_type: str, kinds: list[str]) -> str:
+    if media_type not in kinds:
+        raise ValueError(f"media_type must be one of {', '.join(kinds)}")
+    return media_type
+
+
+def _check_one_media(media_uri: str | None, media_b64: str | None) -> None:
+    if (media_uri is None) == (media_b64 is None):
+        raise ValueError("exactly one of media_uri and media_b64 must be set")
+
+
+def _check_time(created_at: datetime) -> None:
+    if created_at.tzinfo is None:
+        raise ValueError("created_at must carry a timezone (ISO-8601 with offset or Z)")
+
+
 class UploadV1(_Record):
     """A new upload on ``media.uploads`` (key = item_id). Exactly one of media_uri / media_b64."""
 
     schema_version: Literal[1] = 1
     item_id: str = Field(pattern=ITEM_ID_PATTERN)
     owner_id: str = Field(min_length=1, max_length=128)
-    media_type: str = Field(json_schema_extra=_enum(sorted(KINDS)))  # a kind of mmfeat.media.KINDS
+    media_type: str = Field(json_schema_extra=_enum(V1_KINDS))  # a kind of mmfeat.media.KINDS
     media_uri: str | None = Field(default=None, max_length=2048)
     media_b64: str | None = None
     text: str = Field(default="", max_length=5000)
@@ -34,16 +54,12 @@ class UploadV1(_Record):
     @field_validator("media_type")
     @classmethod
     def _known_kind(cls, media_type: str) -> str:
-        if media_type not in KINDS:
-            raise ValueError(f"media_type must be one of {', '.join(sorted(KINDS))}")
-        return media_type
+        return _one_of(media_type, V1_KINDS)
 
     @model_validator(mode="after")
     def _one_media_source(self) -> UploadV1:
-        if (self.media_uri is None) == (self.media_b64 is None):
-            raise ValueError("exactly one of media_uri and media_b64 must be set")
-        if self.created_at.tzinfo is None:
-            raise ValueError("created_at must carry a timezone (ISO-8601 with offset or Z)")
+        _check_one_media(self.media_uri, self.media_b64)
+        _check_time(self.created_at)
         return self
 
     def inline_bytes(self) -> bytes:
@@ -72,7 +88,7 @@ class UploadV2(_Record):
     schema_version: Literal[2]
     item_id: str = Field(pattern=ITEM_ID_PATTERN)
     owner_id: str = Field(min_length=1, max_length=128)
-    media_type: str = Field(json_schema_extra=_enum(sorted([*KINDS, TEXT_ONLY])))  # a kind of mmfeat.media.KINDS, or "text"
+    media_type: str = Field(json_schema_extra=_enum(V2_KINDS))  # a kind of mmfeat.media.KINDS, or "text"
     media_uri: str | None = Field(default=None, max_length=2048)
     media_b64: str | None = None
     title: str = Field(default="", max_length=500)
@@ -83,9 +99,7 @@ class UploadV2(_Record):
     @field_validator("media_type")
     @classmethod
     def _known_kind(cls, media_type: str) -> str:
-        if media_type != TEXT_ONLY and media_type not in KINDS:
-            raise ValueError(f"media_type must be one of {', '.join(sorted([*KINDS, TEXT_ONLY]))}")
-        return media_type
+        return _one_of(media_type, V2_KINDS)
 
     @model_validator(mode="after")
     def _media_matches_kind(self) -> UploadV2:
@@ -94,10 +108,9 @@ class UploadV2(_Record):
                 raise ValueError('a media_type "text" post carries no media_uri or media_b64')
             if not self.post_text().strip():
                 raise ValueError('a media_type "text" post needs a title, text or tags')
-        elif (self.media_uri is None) == (self.media_b64 is None):
-            raise ValueError("exactly one of media_uri and media_b64 must be set")
-        if self.created_at.tzinfo is None:
-            raise ValueError("created_at must carry a timezone (ISO-8601 with offset or Z)")
+        else:
+            _check_one_media(self.media_uri, self.media_b64)
+        _check_time(self.created_at)
         return self
 
     def post_text(self) -> str:

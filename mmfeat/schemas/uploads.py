@@ -39,17 +39,25 @@ def _check_time(created_at: datetime) -> None:
         raise ValueError("created_at must carry a timezone (ISO-8601 with offset or Z)")
 
 
-class UploadV1(_Record):
-    """A new upload on ``media.uploads`` (key = item_id). Exactly one of media_uri / media_b64."""
+class _Upload(_Record):
+    """What both upload versions carry, with the same bounds."""
 
-    schema_version: Literal[1] = 1
     item_id: str = Field(pattern=ITEM_ID_PATTERN)
     owner_id: str = Field(min_length=1, max_length=128)
-    media_type: str = Field(json_schema_extra=_enum(V1_KINDS))  # a kind of mmfeat.media.KINDS
     media_uri: str | None = Field(default=None, max_length=2048)
     media_b64: str | None = None
     text: str = Field(default="", max_length=5000)
     created_at: datetime
+
+    def inline_bytes(self) -> bytes:
+        return inline_bytes(self.media_b64)
+
+
+class UploadV1(_Upload):
+    """A new upload on ``media.uploads`` (key = item_id). Exactly one of media_uri / media_b64."""
+
+    schema_version: Literal[1] = 1
+    media_type: str = Field(json_schema_extra=_enum(V1_KINDS))  # a kind of mmfeat.media.KINDS
 
     @field_validator("media_type")
     @classmethod
@@ -61,9 +69,6 @@ class UploadV1(_Record):
         _check_one_media(self.media_uri, self.media_b64)
         _check_time(self.created_at)
         return self
-
-    def inline_bytes(self) -> bytes:
-        return inline_bytes(self.media_b64)
 
     def post_text(self) -> str:
         """The post's own words (version 1 has only ``text``)."""
@@ -79,22 +84,16 @@ def inline_bytes(media_b64: str | None) -> bytes:
         raise SchemaError("media_b64 is not valid base64") from e
 
 
-class UploadV2(_Record):
+class UploadV2(_Upload):
     """A new upload, version 2: any media kind, and the post's own words (title, text, tags).
 
     ``media_type: "text"`` is a post without media (neither media_uri nor media_b64, and some words);
     every other kind carries exactly one of media_uri / media_b64, as in version 1."""
 
     schema_version: Literal[2]
-    item_id: str = Field(pattern=ITEM_ID_PATTERN)
-    owner_id: str = Field(min_length=1, max_length=128)
     media_type: str = Field(json_schema_extra=_enum(V2_KINDS))  # a kind of mmfeat.media.KINDS, or "text"
-    media_uri: str | None = Field(default=None, max_length=2048)
-    media_b64: str | None = None
     title: str = Field(default="", max_length=500)
-    text: str = Field(default="", max_length=5000)
     tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=64)
-    created_at: datetime
 
     @field_validator("media_type")
     @classmethod
@@ -116,9 +115,6 @@ class UploadV2(_Record):
     def post_text(self) -> str:
         """The post's own words as one text: title, text, then the tags."""
         return "\n".join(part for part in (self.title, self.text, " ".join("#" + t.lstrip("#") for t in self.tags)) if part)
-
-    def inline_bytes(self) -> bytes:
-        return inline_bytes(self.media_b64)
 
 
 Upload = UploadV1 | UploadV2

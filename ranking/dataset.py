@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from mmfeat.engagements import Engagement
-from mmfeat.features import CAPTION
 from mmfeat.profile import ProfileConfig, ProfileTimeline, features_at
 from mmfeat.tokenizers import ranked
 from ranking.model import IdList
@@ -138,15 +137,26 @@ def principal_components(x: np.ndarray, k: int) -> np.ndarray:
 COMPACT_OVER = 8  # an item list whose id space is this many times the item count gets a table of the ids in use
 
 
-SOURCE_TOKENIZER = "sp"  # tokenizer A reads the other sources: its pieces spell any word, a closed vocabulary does not
-OTHER_SOURCES = {"post_text": "item_post_sp", "ocr": "item_ocr_sp", "asr": "item_asr_sp"}  # source -> list name
+# The other sources are read with the hashing trick: one id per word, for any word. Tokenizers A and B were
+# trained on captions, so a word no caption has (a post's "#cooking", a banner's "TRAVEL") is, to B, the unknown id
+# and, to A, a run of one-letter pieces that every other unseen word shares: pooled, the word is gone (docs/ranking.md).
+SOURCE_TOKENIZER = "hash"
+OTHER_SOURCES = {"post_text": "item_post_hash", "ocr": "item_ocr_hash", "asr": "item_asr_hash"}  # source -> list name
 
 
 def compacted(j: Jagged) -> tuple[Jagged, int]:
     """The list with its ids renumbered densely (sorted order), and the table size that needs: a prefix-token space
     of K + K^2 + K^3 ids is far larger than the ids a world's items use, and Adam updates every row of a table."""
-    used, dense_ids = np.unique(j.values, return_inverse=True)
-    return Jagged(dense_ids.astype(np.int64), j.starts, j.weights), max(1, len(used))
+    (out,), size = compacted_together([j])
+    return out, size
+
+
+def compacted_together(lists: list[Jagged]) -> tuple[list[Jagged], int]:
+    """Lists that share one table renumbered with one mapping, so an id means the same row in each."""
+    used, dense_ids = np.unique(np.concatenate([j.values for j in lists]), return_inverse=True)
+    cuts = np.cumsum([len(j.values) for j in lists])[:-1]
+    parts = np.split(dense_ids.astype(np.int64), cuts)
+    return [Jagged(v, j.starts, j.weights) for v, j in zip(parts, lists, strict=True)], max(1, len(used))
 
 
 def build_dataset(
@@ -163,16 +173,17 @@ def build_dataset(
     sizes = vocab_sizes or {}
 
     def size_of(tok: str) -> int:
-        most = (max(it.feature.ids(tok, src), default=0) for it in items for src in (CAPTION, *OTHER_SOURCES))
+        most = (max(it.feature.ids(tok), default=0) for it in items)
         return sizes.get(tok) or 1 + max(most, default=0)
 
     item_lists = {f"item_{tok}": jagged([it.feature.ids(tok) for it in items]) for tok in ranked()}
     vocab = {f"item_{tok}": size_of(tok) for tok in ranked()}
     table_of = {f"item_{tok}": tok for tok in ranked()}
-    # the post's text, the text on the picture and the speech, each its own list over the caption's table A
-    for source, name in OTHER_SOURCES.items():
-        item_lists[name] = jagged([it.feature.ids(SOURCE_TOKENIZER, source) for it in items])
-        vocab[name], table_of[name] = size_of(SOURCE_TOKENIZER), SOURCE_TOKENIZER
+    # the post's text, the text on the picture and the speech: each its own list, one table of word ids for the three
+    names = list(OTHER_SOURCES.values())
+    words, n_words = compacted_together([jagged([it.feature.ids(SOURCE_TOKENIZER, src) for it in items]) for src in OTHER_SOURCES])
+    for name, j in zip(names, words, strict=True):
+        item_lists[name], vocab[name], table_of[name] = j, n_words, SOURCE_TOKENIZER
     for tok in ranked():
         name = f"item_{tok}"
         if tok != profile_tokenizer and vocab[name] > COMPACT_OVER * len(items):

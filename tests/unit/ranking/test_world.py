@@ -73,8 +73,8 @@ def test_dataset_shapes() -> None:
     ds = build_dataset(world, PCFG)
     assert len(ds) == CFG.impressions and ds.labels.shape == (CFG.impressions, 5)
     assert set(ds.profile_lists) == {f"profile_{e}" for e in PROFILE_EVENTS}
-    assert set(ds.item_lists) == {"item_sp", "item_word", "item_sid", "item_sid_prefix", "item_post_sp", "item_ocr_sp", "item_asr_sp"}
-    assert ds.table_of["item_post_sp"] == ds.table_of["item_ocr_sp"] == "sp"  # the other sources share table A
+    assert set(ds.item_lists) == {"item_sp", "item_word", "item_sid", "item_sid_prefix", "item_post_hash", "item_ocr_hash", "item_asr_hash"}
+    assert ds.table_of["item_post_hash"] == ds.table_of["item_ocr_hash"] == "hash"  # the other sources share one table of words
     assert ds.table_of["profile_like"] == "sp" == ds.table_of["item_sp"]
     assert ds.content.shape == (CFG.items, 8) and np.allclose(ds.content.mean(axis=0), 0, atol=1e-5)
     assert np.allclose(ds.content.std(axis=0), 1, atol=1e-4)
@@ -90,6 +90,15 @@ def test_a_sparse_id_space_is_compacted_to_the_ids_in_use() -> None:
     ds = build_dataset(build_world(CFG, fake_captioned(CFG)), PCFG)
     used = {p for it in build_world(CFG, fake_captioned(CFG)).items for p in it.feature.token_ids["sid_prefix"]}
     assert ds.vocab["item_sid_prefix"] == len(used) and int(ds.item_lists["item_sid_prefix"].values.max()) == len(used) - 1
+
+
+def test_the_other_sources_share_one_mapping_so_a_word_is_one_row_in_each() -> None:
+    from ranking.dataset import compacted_together, jagged
+
+    post, ocr = jagged([[900_001, 42], [42]]), jagged([[], [900_001, 77]])
+    (p, o), size = compacted_together([post, ocr])
+    assert size == 3 and p.values.tolist() == [2, 0, 0] and o.values.tolist() == [2, 1]
+    assert p.starts.tolist() == post.starts.tolist() and o.starts.tolist() == ocr.starts.tolist()
 
 
 def test_world_settings_are_checked_by_name_and_type() -> None:

@@ -40,6 +40,7 @@ class Services(_Section):
     model_repository: Path = PROJECT_ROOT / "triton_models"
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
+    kafka_brokers: int = Field(default=1, ge=1, le=9, description="KRaft nodes `mmfeat up` starts; node i on the ports + 100 * (i - 1)")
     triton_http_port: int = 18000
     triton_grpc_port: int = 18001
     triton_metrics_port: int = 18002
@@ -60,6 +61,9 @@ class Kafka(_Section):
     ssl_endpoint_identification: bool = Field(default=True, description="check that the broker's certificate names its host")
     kafka_log_level: int = Field(default=4, ge=0, le=7, description="librdkafka syslog level: 3 errors, 4 warnings, 6 info")
     delivery_timeout_s: float = Field(default=60.0, gt=0)
+    replication_factor: int | None = Field(
+        default=None, ge=1, description="replicas of every topic mmfeat creates; None: 3, or the brokers there are if fewer"
+    )
 
     @model_validator(mode="after")
     def _security_complete(self) -> Kafka:

@@ -66,6 +66,21 @@ class DedupeStore:
             raise StateError(f"cannot open the dedupe store {path}: {e}") from e
         self.path = path
 
+    @classmethod
+    def first_free(cls, path: Path, slots: int = 64) -> DedupeStore:
+        """The store at ``path``, or, while another process holds it, at ``path-2``, ``path-3``, ...: RocksDB lets one
+        process open a store, so each worker on a host takes a slot of its own. A slot outlives its worker and the next
+        worker to start reuses it (captions are keyed by content and captioner version, so any slot is right for any
+        worker; a second slot only starts colder)."""
+        for k in range(1, slots + 1):
+            slot = path if k == 1 else path.with_name(f"{path.name}-{k}")
+            try:
+                return cls(slot)
+            except StateError as e:
+                if not _held(e):
+                    raise
+        raise StateError(f"all {slots} dedupe store slots at {path} are held by running processes")
+
     def has(self, key: str) -> bool:
         try:
             return key in self._db
@@ -102,3 +117,9 @@ class DedupeStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _held(e: StateError) -> bool:
+    """Whether opening failed on the store's lock (another process has it), not on the disk or the data."""
+    text = str(e.__cause__ or e)
+    return "LOCK" in text and ("temporarily unavailable" in text or "No locks available" in text or "lock hold" in text)

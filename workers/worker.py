@@ -64,7 +64,7 @@ def live_parts(
         captioner=TritonCaptioner(
             s.triton.triton_url, s.triton.triton_model, timeout_s=s.triton.triton_timeout_s, retries=s.triton.triton_retries
         ),
-        cache=DedupeStore(s.dedupe_store),
+        cache=DedupeStore.first_free(s.dedupe_store),
         builder=FeatureBuilder.of(s.features),
         fetch=lambda upload: fetch_media(upload, policy),
         prepare=lambda upload, media: kind_of(upload.media_type).prepare(media, limits),

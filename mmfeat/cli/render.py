@@ -19,6 +19,7 @@ from mmfeat.tokenizers import load_tokenizers
 from mmfeat.untrusted import clean
 
 if TYPE_CHECKING:
+    from mmfeat.cli.services import NodeStatus, PartitionStatus
     from workers.backfill import Summary
 
 
@@ -145,4 +146,35 @@ def backfill_table(summary: Summary) -> Table:
     for p in summary.partitions:
         status = "done" if p.finished else f"{p.done}/{p.total}"
         t.add_row(str(p.partition), f"{p.start}..{p.end}", str(p.resumed_at), str(p.features), str(p.dlq), str(p.outside), status)
+    return t
+
+
+def services_table(
+    nodes: Sequence[NodeStatus], named_kafka: str | None, triton: str | None, triton_pid: int | None, triton_ready: bool
+) -> Table:
+    """`mmfeat status`: each embedded service, where it listens and whether it runs."""
+    t = Table(title="services")
+    for col in ("service", "address", "pid", "state"):
+        t.add_column(col)
+    if named_kafka:
+        t.add_row("kafka", clean(named_kafka), "-", "named by MMFEAT_BOOTSTRAP_SERVERS")
+    for n in nodes:
+        state = "running" if n.running and n.listening else "starting" if n.running else "stopped"
+        t.add_row(f"kafka node {n.node_id}", n.bootstrap, str(n.pid or "-"), state)
+    if triton:
+        state = "ready" if triton_ready else "named by MMFEAT_TRITON_URL" if triton_pid is None else "not ready"
+        t.add_row("triton", clean(triton), str(triton_pid or "-"), state)
+    else:
+        t.add_row("triton", "-", "-", "stopped")
+    return t
+
+
+def partitions_table(parts: Sequence[PartitionStatus]) -> Table:
+    """Every partition's leader, replicas and in-sync replicas; the under-replicated marked."""
+    t = Table(title="partitions")
+    for col in ("topic", "partition", "leader", "replicas", "in sync", ""):
+        t.add_column(col, justify="right" if col in ("partition", "leader") else "left")
+    for p in parts:
+        mark = "no leader" if p.leader < 0 else "under-replicated" if p.under_replicated else ""
+        t.add_row(clean(p.topic), str(p.partition), str(p.leader), ",".join(map(str, p.replicas)), ",".join(map(str, p.isr)), mark)
     return t

@@ -70,9 +70,14 @@ class TopicSpec:
     partitions: int = 4
     compacted: bool = False
 
-    def new_topic(self) -> NewTopic:
-        config = {"cleanup.policy": "compact" if self.compacted else "delete", "max.message.bytes": "16777216"}
-        return NewTopic(self.name, num_partitions=self.partitions, replication_factor=1, config=config)
+    def new_topic(self, replicas: int = 1) -> NewTopic:
+        # a write is acknowledged (acks=all) by all in-sync replicas, and refused when fewer than all but one are
+        config = {
+            "cleanup.policy": "compact" if self.compacted else "delete",
+            "max.message.bytes": "16777216",
+            "min.insync.replicas": str(max(1, replicas - 1)),
+        }
+        return NewTopic(self.name, num_partitions=self.partitions, replication_factor=replicas, config=config)
 
 
 def ensure_topics(settings: Settings, specs: Sequence[TopicSpec], timeout_s: float = 30.0) -> list[str]:
@@ -80,13 +85,18 @@ def ensure_topics(settings: Settings, specs: Sequence[TopicSpec], timeout_s: flo
     errors = ClientErrors("admin")
     admin = make_admin(settings, errors)
     try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
+        cluster = admin.list_topics(timeout=timeout_s)
     except KafkaException as e:
         raise errors.explain(e, admin) from e
-    missing = [s for s in specs if s.name not in existing]
+    # one spec per name: a name twice in one CreateTopics request crashed the process (librdkafka, segfault)
+    wanted: dict[str, TopicSpec] = {}
+    for spec in specs:
+        wanted.setdefault(spec.name, spec)
+    missing = [spec for name, spec in wanted.items() if name not in cluster.topics]
     if not missing:
         return []
-    futures = admin.create_topics([s.new_topic() for s in missing], operation_timeout=timeout_s)
+    replicas = settings.kafka.replication_factor or min(3, len(cluster.brokers))
+    futures = admin.create_topics([s.new_topic(replicas) for s in missing], operation_timeout=timeout_s)
     created = []
     for name, fut in futures.items():
         try:

@@ -8,12 +8,23 @@ what was learned about starting both on a machine without Docker or a GPU.
 
 from __future__ import annotations
 
+import functools
 import json
+import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmfeat.cli.services.kafka import KAFKA_PROPERTIES, KAFKA_VERSION, KafkaPlan, kafka_libs, kafka_ready, start_kafka
+from mmfeat.cli.services.kafka import (
+    KAFKA_PROPERTIES,
+    KAFKA_VERSION,
+    KafkaPlan,
+    cluster_plans,
+    kafka_libs,
+    kafka_ready,
+    min_insync,
+    start_kafka,
+)
 from mmfeat.cli.services.processes import (
     KAFKA_MARKERS,
     TRITON_MARKERS,
@@ -41,10 +52,42 @@ from mmfeat.errors import ServiceError
 from mmfeat.settings import PROJECT_ROOT, Settings
 
 __all__ = [
-    "KAFKA_MARKERS", "KAFKA_PROPERTIES", "KAFKA_VERSION", "PORT_SETTINGS", "PROJECT_ROOT", "TRITON_MARKERS", "Endpoints", "KafkaPlan",
-    "ServiceError", "TritonPlan", "down", "free_port", "free_ports", "group_members", "kafka_libs", "kafka_ready", "pid_alive",
-    "render_model_repository", "render_reader_model", "resolve", "start_kafka", "start_triton", "stop_group", "stop_pid",
-    "triton_backend_dir", "triton_env", "triton_ready", "up", "wait_until", "with_free_ports",
+    "KAFKA_MARKERS",
+    "KAFKA_PROPERTIES",
+    "KAFKA_VERSION",
+    "PORT_SETTINGS",
+    "PROJECT_ROOT",
+    "TRITON_MARKERS",
+    "Endpoints",
+    "KafkaPlan",
+    "NodeStatus",
+    "PartitionStatus",
+    "ServiceError",
+    "TritonPlan",
+    "cluster_plans",
+    "down",
+    "free_port",
+    "free_ports",
+    "group_members",
+    "kafka_libs",
+    "kafka_plans",
+    "kafka_ready",
+    "kafka_status",
+    "min_insync",
+    "pid_alive",
+    "render_model_repository",
+    "render_reader_model",
+    "resolve",
+    "start_kafka",
+    "start_triton",
+    "stop_group",
+    "stop_pid",
+    "triton_backend_dir",
+    "triton_env",
+    "triton_ready",
+    "up",
+    "wait_until",
+    "with_free_ports",
 ]  # fmt: skip
 
 ENDPOINTS = "endpoints.json"
@@ -64,13 +107,23 @@ class Endpoints:
     bootstrap_servers: str | None = None
     triton_url: str | None = None
     triton_http: str | None = None
-    kafka_pid: int | None = None
+    kafka_pids: list[int] = field(default_factory=list)  # one per KRaft node, node 1 first
     triton_pid: int | None = None
+
+    @property
+    def kafka_pid(self) -> int | None:
+        return self.kafka_pids[0] if self.kafka_pids else None
 
     @classmethod
     def load(cls, state_dir: Path) -> Endpoints:
         path = state_dir / ENDPOINTS
-        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+        if not path.exists():
+            return cls()
+        raw = json.loads(path.read_text())
+        if "kafka_pid" in raw:  # written before clusters: one broker
+            pid = raw.pop("kafka_pid")
+            raw["kafka_pids"] = [pid] if pid else []
+        return cls(**raw)
 
     def save(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -103,18 +156,8 @@ def up(
     ep = Endpoints.load(state)
     if kafka and settings.kafka.bootstrap_servers:
         log(f"kafka: using {settings.kafka.bootstrap_servers} (MMFEAT_BOOTSTRAP_SERVERS), starting nothing")
-    elif kafka and ep.kafka_pid and _runs(ep.kafka_pid, "kafka.Kafka") and ep.bootstrap_servers and kafka_ready(ep.bootstrap_servers):
-        log(f"kafka: already running at {ep.bootstrap_servers} (pid {ep.kafka_pid})")
     elif kafka:
-        plan = KafkaPlan(state / "kafka", settings.services.kafka_port, settings.services.kafka_controller_port)
-        if _port_open(plan.port):
-            raise ServiceError(f"port {plan.port} is taken by another process; stop it or set MMFEAT_BOOTSTRAP_SERVERS")
-        log(f"kafka: starting Apache Kafka {KAFKA_VERSION} (KRaft) on {plan.bootstrap} ...")
-        proc = start_kafka(plan, settings.services.cache_dir)
-        ep.kafka_pid, ep.bootstrap_servers = proc.pid, plan.bootstrap
-        ep.save(state)
-        wait_until(lambda: kafka_ready(plan.bootstrap), "kafka broker", proc, 90, plan.dir / "server.log")
-        log(f"kafka: ready at {plan.bootstrap} (pid {proc.pid})")
+        _up_kafka(settings, ep, log)
     if triton and settings.triton.triton_url:
         log(f"triton: using {settings.triton.triton_url} (MMFEAT_TRITON_URL), starting nothing")
     elif triton and ep.triton_pid and _runs(ep.triton_pid, "tritonserver") and ep.triton_http and triton_ready(ep.triton_http):
@@ -142,10 +185,102 @@ def up(
     return ep
 
 
+def kafka_plans(settings: Settings) -> list[KafkaPlan]:
+    """The nodes `mmfeat up` runs: one in ``<state>/kafka``, or a cluster in ``<state>/kafka-cluster/node-i``."""
+    sv = settings.services
+    base = sv.state_dir / ("kafka" if sv.kafka_brokers == 1 else "kafka-cluster")
+    return cluster_plans(base, sv.kafka_port, sv.kafka_controller_port, sv.kafka_brokers)
+
+
+def _up_kafka(settings: Settings, ep: Endpoints, log: Log) -> None:
+    """Start every node that is not running (all of them at first, a killed one later: it rejoins its cluster)."""
+    plans = kafka_plans(settings)
+    pids = ep.kafka_pids if len(ep.kafka_pids) == len(plans) else []
+    bootstrap = ",".join(p.bootstrap for p in plans)
+    if ep.bootstrap_servers not in (None, bootstrap):  # another layout was started here: it must go first
+        if any(_runs(pid, *KAFKA_MARKERS) for pid in ep.kafka_pids):
+            raise ServiceError(f"kafka already runs at {ep.bootstrap_servers}; `mmfeat down` first to start {len(plans)} node(s)")
+        pids = []
+    started: list[tuple[KafkaPlan, subprocess.Popen[bytes]]] = []
+    new_pids = []
+    for i, plan in enumerate(plans):
+        pid = pids[i] if pids else None
+        if pid and _runs(pid, *KAFKA_MARKERS):
+            new_pids.append(pid)
+            continue
+        for port in (plan.port, plan.controller_port):
+            if _port_open(port):
+                raise ServiceError(f"port {port} is taken by another process; stop it or set MMFEAT_BOOTSTRAP_SERVERS")
+        what = f"node {plan.node_id} of {len(plans)}" if len(plans) > 1 else "KRaft"
+        log(f"kafka: starting Apache Kafka {KAFKA_VERSION} ({what}) on {plan.bootstrap} ...")
+        proc = start_kafka(plan, settings.services.cache_dir)
+        started.append((plan, proc))
+        new_pids.append(proc.pid)
+    ep.kafka_pids, ep.bootstrap_servers = new_pids, bootstrap
+    ep.save(settings.services.state_dir)
+    if not started and kafka_ready(bootstrap):
+        log(f"kafka: already running at {bootstrap} (pid {', '.join(map(str, new_pids))})")
+        return
+    for plan, proc in started:  # a cluster's first node is ready only once a quorum of controllers runs: all started first
+        wait_until(functools.partial(kafka_ready, plan.bootstrap), f"kafka node {plan.node_id}", proc, 90, plan.dir / "server.log")
+        log(f"kafka: {f'node {plan.node_id} ' if len(plans) > 1 else ''}ready at {plan.bootstrap} (pid {proc.pid})")
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node_id: int
+    pid: int | None
+    bootstrap: str
+    running: bool  # the recorded pid still runs kafka.Kafka
+    listening: bool  # the broker port accepts connections
+
+
+@dataclass(frozen=True)
+class PartitionStatus:
+    topic: str
+    partition: int
+    leader: int  # node id; -1 while the partition has none
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+
+    @property
+    def under_replicated(self) -> bool:
+        return len(self.isr) < len(self.replicas)
+
+
+def kafka_status(settings: Settings, timeout_s: float = 5.0) -> tuple[list[NodeStatus], list[PartitionStatus]]:
+    """What `mmfeat up` runs for Kafka, and every topic's partitions as the cluster reports them (leader, replicas,
+    in-sync replicas). The partitions come from the brokers named by settings when those name any."""
+    from mmfeat.kafka.client import make_admin
+
+    ep = Endpoints.load(settings.services.state_dir)
+    nodes = []
+    if not settings.kafka.bootstrap_servers:
+        plans = kafka_plans(settings)
+        pids = ep.kafka_pids if len(ep.kafka_pids) == len(plans) else [None] * len(plans)
+        for plan, pid in zip(plans, pids, strict=True):
+            running = bool(pid) and _runs(pid or 0, *KAFKA_MARKERS)
+            nodes.append(NodeStatus(plan.node_id, pid, plan.bootstrap, running, _port_open(plan.port)))
+    reached = resolve(settings).updated({"kafka_log_level": 0})  # a stopped node is reported here, not logged
+    if nodes:  # ask the nodes that listen: metadata from one that is down would be a connect error
+        reached = reached.updated({"bootstrap_servers": ",".join(n.bootstrap for n in nodes if n.listening) or None})
+    if not reached.kafka.bootstrap_servers:
+        return nodes, []
+    metadata = make_admin(reached).list_topics(timeout=timeout_s)
+    parts = [
+        PartitionStatus(name, p.id, p.leader, tuple(p.replicas), tuple(p.isrs))
+        for name, topic in sorted(metadata.topics.items())
+        if not name.startswith("__")
+        for p in sorted(topic.partitions.values(), key=lambda p: p.id)
+    ]
+    return nodes, parts
+
+
 def down(settings: Settings, log: Log = print) -> None:
     """Stop exactly the processes `up` recorded in the state directory."""
     ep = Endpoints.load(settings.services.state_dir)
-    for name, pid, markers in (("triton", ep.triton_pid, TRITON_MARKERS), ("kafka", ep.kafka_pid, KAFKA_MARKERS)):
+    kafka = [(f"kafka node {i}" if len(ep.kafka_pids) > 1 else "kafka", pid, KAFKA_MARKERS) for i, pid in enumerate(ep.kafka_pids, 1)]
+    for name, pid, markers in (("triton", ep.triton_pid, TRITON_MARKERS), *kafka):
         if pid and not stop_group(pid, markers, log=log, name=name):
             log(f"{name}: pid {pid} already gone")
     (settings.services.state_dir / ENDPOINTS).unlink(missing_ok=True)

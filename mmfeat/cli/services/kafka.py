@@ -19,8 +19,8 @@ KAFKA_POM = PROJECT_ROOT / "deploy" / "kafka" / "pom.xml"
 
 KAFKA_PROPERTIES = """\
 process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:{controller}
+node.id={node_id}
+{quorum}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
@@ -82,15 +82,70 @@ def kafka_libs(cache_dir: Path) -> Path:
     return libs
 
 
+# A cluster's nodes: every topic (and the offsets and transaction topics) on three of them, a write acknowledged
+# by two. Later keys of a properties file win, so these follow the single-node template.
+CLUSTER_PROPERTIES = """\
+default.replication.factor={replicas}
+min.insync.replicas={min_isr}
+offsets.topic.replication.factor={replicas}
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={min_isr}
+share.coordinator.state.topic.replication.factor={replicas}
+share.coordinator.state.topic.min.isr={min_isr}
+"""
+NODE_PORT_STEP = 100  # node i of a cluster listens on the configured ports + 100 * i
+
+
+def min_insync(replicas: int) -> int:
+    """Acknowledged by all but one replica (so one node may be down), and at least one."""
+    return max(1, replicas - 1)
+
+
 @dataclass(frozen=True)
 class KafkaPlan:
+    """One KRaft node (broker and controller in one process). A single node is its own quorum (``voters``
+    empty, storage formatted ``--standalone``); a cluster's nodes name every controller in ``voters``."""
+
     dir: Path
     port: int
     controller_port: int
+    node_id: int = 1
+    voters: tuple[tuple[int, int], ...] = ()  # (node id, controller port) of every node of a cluster
+    cluster_id: str = ""
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def properties(self, template: str = KAFKA_PROPERTIES) -> str:
+        if self.voters:
+            quorum = "controller.quorum.voters=" + ",".join(f"{n}@127.0.0.1:{c}" for n, c in self.voters)
+        else:
+            quorum = f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}"
+        text = template.format(port=self.port, controller=self.controller_port, data=self.dir / "data", node_id=self.node_id, quorum=quorum)
+        if self.voters:
+            replicas = min(3, len(self.voters))
+            text += CLUSTER_PROPERTIES.format(replicas=replicas, min_isr=min_insync(replicas))
+        return text
+
+
+def cluster_plans(base: Path, port: int, controller_port: int, nodes: int) -> list[KafkaPlan]:
+    """``nodes`` == 1: the single node of before, in ``base``; more: node i in ``base/node-i`` on the ports + 100 * (i - 1),
+    one cluster id for all (kept in ``base/cluster.id`` so a restarted node joins the same cluster)."""
+    if nodes == 1:
+        return [KafkaPlan(base, port, controller_port)]
+    id_file = base / "cluster.id"
+    if not id_file.exists():
+        base.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(new_cluster_id())
+    cluster_id = id_file.read_text().strip()
+    ports = [(i, port + NODE_PORT_STEP * (i - 1), controller_port + NODE_PORT_STEP * (i - 1)) for i in range(1, nodes + 1)]
+    voters = tuple((i, c) for i, _, c in ports)
+    return [KafkaPlan(base / f"node-{i}", p, c, i, voters, cluster_id) for i, p, c in ports]
+
+
+def new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 def start_kafka(
@@ -98,22 +153,24 @@ def start_kafka(
 ) -> subprocess.Popen[bytes]:
     """Format KRaft storage on first use and start the broker detached from our process group.
 
-    ``properties`` is a template of server.properties (``{port}``, ``{controller}``, ``{data}``); ``format_args``
-    go to the storage format (say, ``--add-scram`` credentials of a secured test broker)."""
+    ``properties`` is a template of server.properties (``{port}``, ``{controller}``, ``{data}``, ``{node_id}``,
+    ``{quorum}``); ``format_args`` go to the storage format (say, ``--add-scram`` credentials of a secured test broker)."""
     libs = kafka_libs(cache_dir)
     plan.dir.mkdir(parents=True, exist_ok=True)
     data = plan.dir / "data"
     props = plan.dir / "server.properties"
-    props.write_text(properties.format(port=plan.port, controller=plan.controller_port, data=data))
+    props.write_text(plan.properties(properties))
     log4j = plan.dir / "log4j2.properties"
     log4j.write_text(LOG4J2.format(log=plan.dir / "server.log"))
     java = ["java", "-Xms256m", "-Xmx1g", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
     if not (data / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         # "--cluster-id=ID", not "-t ID": a urlsafe id may start with "-" and then reads as an option (1 start in 64 failed).
+        # A cluster's static voters need no quorum flag; a single node is formatted as its own quorum.
+        quorum = [] if plan.voters else ["--standalone"]
+        cluster_id = plan.cluster_id or new_cluster_id()
         _run(
-            [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props), "--standalone", *format_args],
-            "formatting Kafka storage",
+            [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props), *quorum, *format_args],
+            f"formatting Kafka storage (node {plan.node_id})",
         )
     out = open(plan.dir / "stdout.log", "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen([*java, "kafka.Kafka", str(props)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

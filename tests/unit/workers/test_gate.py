@@ -53,3 +53,26 @@ def test_dedupe_store_keeps_the_embedding_and_an_entry_from_before_it_is_a_miss(
     store._db["k0"] = json.dumps({"v": "v1", "text": "a cat", "ids": [7]})  # written before embeddings
     assert store.get("k0", "v1") is None  # captioned again, so its record carries the embedding like any other
     store.close()
+
+
+def test_workers_on_one_host_each_take_a_free_dedupe_slot_and_reuse_it_later(tmp_path: Path) -> None:
+    import pytest
+
+    from mmfeat.errors import StateError
+
+    base = tmp_path / "dedupe-g"
+    first = DedupeStore.first_free(base)
+    second = DedupeStore.first_free(base)  # the first holds the lock: the second worker gets a store of its own
+    assert (first.path, second.path) == (base, tmp_path / "dedupe-g-2")
+    cap = Caption(text="a dog", token_ids=[5])
+    second.put("k", "v1", cap)
+    second.close()
+    third = DedupeStore.first_free(base)  # slot 2 is free again: the next worker reuses it, cache and all
+    assert third.path == tmp_path / "dedupe-g-2" and third.get("k", "v1") == cap
+    with pytest.raises(StateError, match="all 2 dedupe store slots"):
+        DedupeStore.first_free(base, slots=2)
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(StateError, match="cannot open the dedupe store"):  # a broken store is not skipped over
+        DedupeStore.first_free(tmp_path / "file")
+    first.close()
+    third.close()

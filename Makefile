@@ -32,6 +32,7 @@ sysdeps:
 	test -d /usr/share/openclipart/png || missing="$$missing openclipart-png"; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
 	test -d /usr/share/fonts/truetype/dejavu || missing="$$missing fonts-dejavu-core"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -186,6 +186,9 @@ class Profiles(_Section):
     profiles_data_dir: Path | None = None
     profiles_web_host: str = "127.0.0.1"
     profiles_web_port: int = 16066
+    profiles_lookup_token: SecretStr | None = Field(
+        default=None, description="when set, GET /profiles/{id} needs `Authorization: Bearer <token>` (/metrics stays open)"
+    )
     profiles_partitions: int = Field(default=4, ge=1, description="partitions of the app's internal topics and tables")
     profile_tokenizer: str = Field(default="word", description="which token_ids list of the item features a profile aggregates")
     profile_sources: list[str] = Field(

@@ -16,6 +16,7 @@ prevented by the state's per-partition offsets, not by Faust's exactly-once sett
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 import time
@@ -150,8 +151,13 @@ def lookup(w: Wiring) -> None:
         producer = await app.maybe_start_producer()
         await producer._ensure_producer().partitions_for(names["profiles"])
 
+    token = w.s.profiles.profiles_lookup_token
+
     @app.page("/profiles/{user_id}")
     async def get_profile(web: View, request: Request, user_id: str) -> Response:
+        if token is not None and not bearer_ok(request.headers.get("Authorization"), token.get_secret_value()):
+            return web.json({"error": "a bearer token is required (Authorization: Bearer <token>)"}, status=401,
+                            headers={"WWW-Authenticate": 'Bearer realm="mmfeat-profiles"'})  # fmt: skip
         if not re.fullmatch(ITEM_ID_PATTERN, user_id):
             return web.json({"error": f"malformed user id {user_id!r}: 1-128 characters of [A-Za-z0-9._:-]"}, status=400)
         try:  # the worker that owns the user's partition answers; with one worker that is always this one
@@ -169,6 +175,13 @@ def lookup(w: Wiring) -> None:
         return web.bytes(encode_record(w.stage.record(got.state)), content_type="application/json")
 
 
+def bearer_ok(header: str | None, token: str) -> bool:
+    """Whether an Authorization header carries exactly this bearer token (compared in constant time)."""
+    if header is None or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[len("Bearer ") :].encode("utf-8", "surrogateescape"), token.encode())
+
+
 def run(settings: Settings, *, loglevel: str = "warning") -> None:
     """Create the topics and run the app until SIGTERM/SIGINT (the `mmfeat profiles` command)."""
     install_log_escaping()
@@ -177,6 +190,9 @@ def run(settings: Settings, *, loglevel: str = "warning") -> None:
     logging.getLogger("mmfeat").setLevel(logging.INFO)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.spinner = None  # its terminal control codes end up in log files
+    p = settings.profiles
+    if p.profiles_lookup_token is None and p.profiles_web_host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("profiles: the lookup listens on %s with no token: set MMFEAT_PROFILES_LOOKUP_TOKEN", p.profiles_web_host)
     log.warning(
         "profiles: %s + %s -> %s, lookup http://%s:%d/profiles/{user_id}",
         settings.topics.engagements_topic, settings.topics.features_topic, settings.topics.profiles_topic,

@@ -23,10 +23,11 @@ class UnknownUser(MmfeatError):
     """The lookup answered 404: no engagement of this user has been applied."""
 
 
-def fetch_profile(base_url: str, user_id: str, timeout_s: float = 5.0) -> UserProfileV1:
+def fetch_profile(base_url: str, user_id: str, timeout_s: float = 5.0, token: str | None = None) -> UserProfileV1:
     url = f"{base_url.rstrip('/')}/profiles/{urllib.parse.quote(user_id, safe='')}"
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             return UserProfileV1.model_validate_json(resp.read())
     except urllib.error.HTTPError as e:
         detail = json.loads(e.read() or b"{}").get("error", e.reason)

@@ -47,7 +47,9 @@ def profile(
     from streams.client import fetch_profile
 
     s = settings()
-    rec = fetch_profile(url or f"http://{s.profiles.profiles_web_host}:{s.profiles.profiles_web_port}", user_id)
+    token = s.profiles.profiles_lookup_token
+    base = url or f"http://{s.profiles.profiles_web_host}:{s.profiles.profiles_web_port}"
+    rec = fetch_profile(base, user_id, token=token.get_secret_value() if token else None)
     if as_json:
         print(json.dumps(rec.model_dump(mode="json"), sort_keys=True))
     else:

@@ -6,18 +6,25 @@ schema reads back."""
 from __future__ import annotations
 
 import json
+import signal
+import urllib.error
 import urllib.request
 from collections import Counter
+from pathlib import Path
+
+import pytest
 
 from mmfeat.cli.produce import send_records
+from mmfeat.errors import ServiceError
 from mmfeat.kafka.client import make_producer
 from mmfeat.schemas import DlqRecordV1, UserProfileV1
 from mmfeat.settings import Settings
 from mmfeat.topics import internal_topics
+from streams.client import fetch_profile
 from streams.offline import recompute_profiles
 from streams.rules import profile_config
-from tests.integration.conftest import records
-from tests.integration.profiles import ProfilesApp, features, item_tokens, send_engagements, wait_converged
+from tests.integration.conftest import records, run_cli, wait_for
+from tests.integration.profiles import ProfilesApp, features, http_status, item_tokens, send_engagements, wait_converged
 
 
 def strict_json(raw: bytes) -> object:
@@ -76,3 +83,34 @@ def test_hostile_records_reach_the_dlq_and_the_gate_still_opens(ps: Settings, ap
         UserProfileV1.model_validate_json(json.dumps(strict_json(rec.value or b"")))
     with urllib.request.urlopen(f"{app.url}/profiles/u0", timeout=5) as r:
         UserProfileV1.model_validate_json(json.dumps(strict_json(r.read())))
+
+
+def test_a_lookup_token_guards_the_profiles_and_not_the_metrics(ps: Settings, tmp_path: Path) -> None:
+    s = ps.updated({"profiles_lookup_token": "tok-123"})
+    a = ProfilesApp(s, tmp_path / "profiles.log")
+    items = item_tokens(5)
+    send_records(s, features(s, items))
+    send_engagements(s, users=3, items=list(items), n=30, seed=9)
+    truth = recompute_profiles(s, profile_config(s))
+    a.start()
+    try:
+        wait_for(lambda: http_status(f"{a.url}/metrics") == 200, 60, "the app's web port")
+
+        def status(headers: dict[str, str]) -> int:
+            req = urllib.request.Request(f"{a.url}/profiles/u0", headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return int(r.status)
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        wait_for(lambda: status({"Authorization": "Bearer tok-123"}) == 200, 120, "u0's profile with the token")
+        assert status({}) == 401 and status({"Authorization": "Bearer tok-12"}) == 401 and status({"Authorization": "tok-123"}) == 401
+        got = fetch_profile(a.url, "u0", token="tok-123")
+        assert got.engagements == truth["u0"].applied
+        with pytest.raises(ServiceError, match="HTTP 401: a bearer token is required"):
+            fetch_profile(a.url, "u0")
+        shown = run_cli(s, "profile", "u0", "--url", a.url)  # the CLI sends the token from its settings
+        assert shown.returncode == 0 and f"{got.engagements} engagements" in shown.stdout, shown.stderr
+    finally:
+        a.stop(signal.SIGKILL)

@@ -11,7 +11,7 @@ STAMP := $(VENV)/.lock-$(LOCK_HASH)
 export MMFEAT_CACHE_DIR := $(CACHE)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv sysdeps setup test test-unit test-integration demo lint bench up down clean
+.PHONY: venv sysdeps setup test test-unit test-integration demo deploy-check lint bench up down clean
 
 venv: $(STAMP) .venv
 
@@ -53,6 +53,10 @@ test-integration: setup
 demo: setup
 	$(PY) -m mmfeat demo
 
+# every static validation of deploy/: the chart per values file through kubeconform, Prometheus config and rules
+deploy-check: venv sysdeps
+	$(PY) deploy/check.py
+
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -61,6 +65,7 @@ lint: venv
 	$(PY) -m mypy triton_models/ocr/1/model.py
 	$(PY) -m mypy triton_models/asr/1/model.py
 	$(PY) -m mypy bench/triton_models/null_captioner/1/model.py
+	$(PY) -m mypy deploy/check.py
 
 bench: setup
 	$(PY) -m mmfeat bench worker

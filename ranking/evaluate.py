@@ -141,6 +141,7 @@ def run(
     )
     table1 = gains_table(results)
     slice_tables = {name: gains_table(results, name) for name in slices}
+    results["slice_tables"] = slice_tables
     base = results["variants"]["baseline"]
     full = VARIANTS[-1]
     full_r = results["variants"][full.name]
@@ -156,6 +157,7 @@ def run(
     }  # fmt: skip
     results.update(
         slices={name: slice_summary(ds, eval_rows, rows, subsets) for name, rows in slices.items()}, slice_tables=slice_tables,
+        increments=increments_tables(results),
         world=asdict(cfg), epochs={k: v["epochs"] for k, v in results["variants"].items()},
         examples={"train": int(cut), "eval": int(n - cut)}, train_seeds=train_seeds, table1=table1, table2=table2,
         ablation=ablation, importance=importance, importance_rank=ranked,
@@ -232,25 +234,48 @@ def slice_summary(ds: Dataset, eval_rows: np.ndarray, mask: np.ndarray, subsets:
     }  # fmt: skip
 
 
-def gains_table(results: dict[str, Any], within: str | None = None) -> list[dict[str, Any]]:
-    """The paper's Table 1: each variant's AUC and NE gain over the baseline, with paired t-tests over the subsets;
-    ``within``: on one slice's examples only."""
+# What a feature adds on top of another: (the variant without it, the variant with it)
+INCREMENTS = (
+    ("+ item tokens A", "+ item tokens A + post text + OCR + ASR"),
+    ("+ item tokens A", "+ item tokens A + C prefixes"),
+    ("+ item tokens A", "+ item tokens A + content embedding"),
+    ("+ item tokens A", "+ item tokens A + user profiles A"),
+)
+
+
+def gains_table(
+    results: dict[str, Any], within: str | None = None, reference: str = "baseline", names: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """The paper's Table 1: each variant's AUC and NE gain over the baseline (or ``reference``), with paired t-tests
+    over the subsets; ``within``: on one slice's examples only."""
 
     def view(name: str) -> dict[str, Any]:
         r = results["variants"][name]
         return r if within is None else r["slices"][within]
 
-    base = view("baseline")
+    base = view(reference)
     table1 = []
-    for v in VARIANTS[1:]:
-        r = view(v.name)
+    for name in names or [v.name for v in VARIANTS[1:]]:
+        r = view(name)
         tasks = list(base["tasks"])
         a_gain = float(np.mean([auc_gain(base["tasks"][t]["auc"], r["tasks"][t]["auc"]) for t in tasks]))
         n_gain = float(np.mean([ne_gain(base["tasks"][t]["ne"], r["tasks"][t]["ne"]) for t in tasks]))
         _, p_ne = paired_ttest([mean_over_tasks(m, "ne") for m in base["subsets"]], [mean_over_tasks(m, "ne") for m in r["subsets"]])
         _, p_auc = paired_ttest([mean_over_tasks(m, "auc") for m in base["subsets"]], [mean_over_tasks(m, "auc") for m in r["subsets"]])
-        table1.append({"variant": v.name, "auc_gain": a_gain, "ne_gain": n_gain, "p_ne": p_ne, "p_auc": p_auc, "tasks": tasks})
+        table1.append({"variant": name, "auc_gain": a_gain, "ne_gain": n_gain, "p_ne": p_ne, "p_auc": p_auc, "tasks": tasks})
     return table1
+
+
+def increments_tables(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Each INCREMENTS pair: the larger variant's gains over the smaller one, overall and within each slice."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for within in (None, *results.get("slice_tables", {})):
+        rows = []
+        for ref, name in INCREMENTS:
+            (row,) = gains_table(results, within, reference=ref, names=[name])
+            rows.append(row | {"reference": ref})
+        out[within or "all"] = rows
+    return out
 
 
 def ablation_and_importance(

@@ -65,6 +65,25 @@ def slice_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def increment_lines(results: dict[str, Any]) -> list[str]:
+    """What each feature adds on top of the caption's tokens: the gain of one variant over another."""
+    if "increments" not in results:
+        return []
+    lines = [
+        "## Increments (gains of a variant over a smaller one, not over the baseline; same paired t-test)",
+        "",
+        "| over | variant | within | AUC gain (1-AUC) | NE gain | p (NE) | p (AUC) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for within, rows in results["increments"].items():
+        for r in rows:
+            lines.append(
+                f"| {r['reference']} | {r['variant']} | {within} | {100 * r['auc_gain']:.2f}% | {100 * r['ne_gain']:.2f}% "
+                f"| {r['p_ne']:.1e} | {r['p_auc']:.1e} |"
+            )
+    return [*lines, ""]
+
+
 def write_report(results: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     slim = {k: v for k, v in results.items() if k != "variants"}
@@ -99,6 +118,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
         *table_rows(t1),
         "",
         *slice_lines(results),
+        *increment_lines(results),
         "## Table 2 analog (full model vs baseline, relative NE change per task; negative = better)",
         "",
         "| task | ΔNE |",

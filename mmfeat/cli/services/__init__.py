@@ -218,7 +218,8 @@ def _up_kafka(settings: Settings, ep: Endpoints, log: Log) -> None:
         new_pids.append(proc.pid)
     ep.kafka_pids, ep.bootstrap_servers = new_pids, bootstrap
     ep.save(settings.services.state_dir)
-    if not started and kafka_ready(bootstrap):
+    if not started:  # every node runs; one that runs but does not answer yet gets the start-up wait too
+        wait_until(functools.partial(kafka_ready, bootstrap), "kafka", None, 90, plans[0].dir / "server.log")
         log(f"kafka: already running at {bootstrap} (pid {', '.join(map(str, new_pids))})")
         return
     for plan, proc in started:  # a cluster's first node is ready only once a quorum of controllers runs: all started first

@@ -124,8 +124,13 @@ def test_a_node_sigkilled_mid_stream_loses_nothing_and_rejoins(cluster: Settings
     assert [(n.node_id, n.running, n.listening) for n in nodes] == [(1, True, True), (2, True, True), (3, True, True)]
     s = own_topics(cluster, tmp_path)
     prefix = s.topics.uploads_topic.split(".")[0]
+    # a node's metadata learns of new topics a moment after they are created
+    want: dict[str, int] = {}
+    for spec in [*upload_topics(s, 4), *app_topics(s)]:
+        want.setdefault(spec.name, spec.partitions)
+    wait_for(lambda: len(partitions_of(s, prefix)) == sum(want.values()), 30, "this test's topics in the cluster's metadata")
     parts = partitions_of(s, prefix)
-    assert parts and all(len(p.replicas) == NODES for p in parts), "every topic on all three nodes"
+    assert all(len(p.replicas) == NODES for p in parts), "every topic on all three nodes"
 
     first = [u for u, _ in image_uploads(small_images(60, seed=11), inline=True, prefix="pre")]
     send_uploads(s, iter(first))

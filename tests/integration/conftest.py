@@ -60,11 +60,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         services.down(s, log=print)
 
 
-@pytest.fixture
-def settings(stack: Stack, tmp_path: Path) -> Settings:
-    """Settings with topics and a consumer group of this test's own, created with 2 partitions."""
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    s = stack.settings.updated(
+def upload_settings(base: Settings, prefix: str, tmp_path: Path) -> Settings:
+    """``base`` with the caption worker's topics and group named after ``prefix``, its store in ``tmp_path``."""
+    return base.updated(
         {
             "uploads_topic": f"{prefix}.media.uploads",
             "features_topic": f"{prefix}.media.item-features.v1",
@@ -79,6 +77,33 @@ def settings(stack: Stack, tmp_path: Path) -> Settings:
             "backfill_metrics_port": 0,
         }
     )
+
+
+def profile_settings(base: Settings, prefix: str, tmp_path: Path) -> Settings:
+    """``base`` with the profiles app's topics, app id, state folder and web port named after ``prefix``; every token
+    published."""
+    return base.updated(
+        {
+            "engagements_topic": f"{prefix}.engagements",
+            "profiles_topic": f"{prefix}.user.profiles.v1",
+            "engagements_dlq_topic": f"{prefix}.engagements.dlq",
+            "unmatched_topic": f"{prefix}.engagements.unmatched",
+            "profiles_app_id": f"{prefix}-profiles",
+            "profiles_data_dir": tmp_path / "faust",
+            "profiles_web_port": services.free_port(),
+            "profile_top_k": 1000,  # compare whole profiles, not a top-K cut that float ties could reorder
+            "profiles_partitions": 2,
+            "half_life_s": 3600.0,
+            "metrics_interval_s": 0.5,
+            "profile_emit_interval_s": 0.0,  # a profile record per engagement: the tests count and match them
+        }
+    )
+
+
+@pytest.fixture
+def settings(stack: Stack, tmp_path: Path) -> Settings:
+    """Settings with topics and a consumer group of this test's own, created with 2 partitions."""
+    s = upload_settings(stack.settings, f"t{uuid.uuid4().hex[:10]}", tmp_path)
     ensure_topics(s, upload_topics(s, 2))
     return s
 
@@ -178,23 +203,7 @@ def run_cli(s: Settings, *args: str, timeout_s: float = 120) -> subprocess.Compl
 @pytest.fixture
 def ps(settings: Settings, tmp_path: Path) -> Settings:
     """This test's own engagement topics, app id, state folder and web port; every token published."""
-    prefix = settings.topics.uploads_topic.split(".")[0]
-    s = settings.updated(
-        {
-            "engagements_topic": f"{prefix}.engagements",
-            "profiles_topic": f"{prefix}.user.profiles.v1",
-            "engagements_dlq_topic": f"{prefix}.engagements.dlq",
-            "unmatched_topic": f"{prefix}.engagements.unmatched",
-            "profiles_app_id": f"{prefix}-profiles",
-            "profiles_data_dir": tmp_path / "faust",
-            "profiles_web_port": services.free_port(),
-            "profile_top_k": 1000,  # compare whole profiles, not a top-K cut that float ties could reorder
-            "profiles_partitions": 2,
-            "half_life_s": 3600.0,
-            "metrics_interval_s": 0.5,
-            "profile_emit_interval_s": 0.0,  # a profile record per engagement: the tests count and match them
-        }
-    )
+    s = profile_settings(settings, settings.topics.uploads_topic.split(".")[0], tmp_path)
     ensure_topics(s, app_topics(s))
     return s
 

@@ -20,7 +20,17 @@ from mmfeat.settings import Settings
 from mmfeat.topics import app_topics, upload_topics
 from streams.offline import recompute_profiles
 from streams.rules import profile_config
-from tests.integration.conftest import OPENCLIPART, Stack, committed_lag, records, run_cli, small_images, start_cli, wait_for
+from tests.integration.conftest import (
+    Stack,
+    committed_lag,
+    profile_settings,
+    records,
+    run_cli,
+    small_images,
+    start_cli,
+    upload_settings,
+    wait_for,
+)
 from tests.integration.profiles import ProfilesApp, send_engagements, wait_converged
 
 NODES = 3
@@ -58,31 +68,9 @@ def cluster(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def own_topics(cluster: Settings, tmp_path: Path, partitions: int = 4) -> Settings:
+    """The caption worker's and the profiles app's topics of this test's own, on the cluster."""
     prefix = f"c{uuid.uuid4().hex[:10]}"
-    s = services.resolve(cluster).updated(
-        {
-            "uploads_topic": f"{prefix}.media.uploads",
-            "features_topic": f"{prefix}.media.item-features.v1",
-            "deferred_topic": f"{prefix}.media.uploads.deferred",
-            "dlq_topic": f"{prefix}.media.uploads.dlq",
-            "group_id": f"{prefix}-worker",
-            "dedupe_path": tmp_path / "dedupe",
-            "allowed_roots": [OPENCLIPART, tmp_path],
-            "batch_size": 4,
-            "worker_metrics_port": 0,
-            "engagements_topic": f"{prefix}.engagements",
-            "profiles_topic": f"{prefix}.user.profiles.v1",
-            "engagements_dlq_topic": f"{prefix}.engagements.dlq",
-            "unmatched_topic": f"{prefix}.engagements.unmatched",
-            "profiles_app_id": f"{prefix}-profiles",
-            "profiles_data_dir": tmp_path / "faust",
-            "profiles_web_port": services.free_port(),
-            "profile_top_k": 1000,
-            "profiles_partitions": 2,
-            "half_life_s": 3600.0,
-            "profile_emit_interval_s": 0.0,
-        }
-    )
+    s = profile_settings(upload_settings(services.resolve(cluster), prefix, tmp_path), prefix, tmp_path).updated({"batch_size": 4})
     ensure_topics(s, [*upload_topics(s, partitions), *app_topics(s)])
     return s
 

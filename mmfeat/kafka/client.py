@@ -64,6 +64,11 @@ def make_admin(settings: Settings, errors: ClientErrors | None = None) -> AdminC
     return AdminClient(connection_config(settings, errors or ClientErrors("admin")) | {"log_level": min(settings.kafka.kafka_log_level, 3)})
 
 
+def min_insync(replicas: int) -> int:
+    """A write is acknowledged by all but one replica (so one node may be down), and by one at least."""
+    return max(1, replicas - 1)
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -75,7 +80,7 @@ class TopicSpec:
         config = {
             "cleanup.policy": "compact" if self.compacted else "delete",
             "max.message.bytes": "16777216",
-            "min.insync.replicas": str(max(1, replicas - 1)),
+            "min.insync.replicas": str(min_insync(replicas)),
         }
         return NewTopic(self.name, num_partitions=self.partitions, replication_factor=replicas, config=config)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mmfeat.cli.services.processes import _port_open, _run
 from mmfeat.errors import ServiceError
+from mmfeat.kafka.client import min_insync
 from mmfeat.settings import PROJECT_ROOT
 
 KAFKA_VERSION = "4.1.1"
@@ -93,12 +94,7 @@ transaction.state.log.min.isr={min_isr}
 share.coordinator.state.topic.replication.factor={replicas}
 share.coordinator.state.topic.min.isr={min_isr}
 """
-NODE_PORT_STEP = 100  # node i of a cluster listens on the configured ports + 100 * i
-
-
-def min_insync(replicas: int) -> int:
-    """Acknowledged by all but one replica (so one node may be down), and at least one."""
-    return max(1, replicas - 1)
+NODE_PORT_STEP = 100  # node i (from 1) of a cluster listens on the configured ports + 100 * (i - 1)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from confluent_kafka import Message, TopicPartition
 
 from mmfeat.errors import ConfigError, KafkaIOError
-from mmfeat.kafka.client import TopicSpec, coords, ensure_topics, topic_partitions
+from mmfeat.kafka.client import TopicSpec, coords, ensure_topics, high_watermark, topic_partitions
 from mmfeat.kafka.consumer import BatchConsumer, read_metadata
 from mmfeat.schemas import DeferredRecordV1, validate_json
 from mmfeat.settings import Settings
@@ -251,7 +251,7 @@ class Backfill:
                     f"consumer group {self.group_id} has an unfinished backfill of another request ({first or 'offsets without a plan'}); "
                     "--restart discards it, --group picks another group"
                 )
-        highs = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        highs = {p: high_watermark(c, topic, p) for p in parts}
         starts = self._offsets_at(parts, self.request.since_ms, highs)
         ends = self._offsets_at(parts, self.request.until_ms, highs)
         for p in parts:

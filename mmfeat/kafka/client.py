@@ -242,12 +242,30 @@ def committed_offsets(settings: Settings, group_id: str, topic: str, partitions:
         c.close()
 
 
+# A partition just created, or whose leader just moved (a node restarted), answers these for a moment: the client's
+# metadata is behind the cluster's. Asked again after a refresh, the partition answers.
+_LEADER_MOVING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART})
+
+
+def high_watermark(consumer: Consumer, topic: str, partition: int, timeout_s: float = 10.0) -> int:
+    """``partition``'s high watermark (the offset the next record will get), asking again while its leader moves."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)[1])
+        except KafkaException as e:
+            if e.args[0].code() not in _LEADER_MOVING or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+            consumer.list_topics(topic, timeout=timeout_s)  # a fresh look at who leads it
+
+
 def partition_ends(settings: Settings, topic: str) -> dict[int, int]:
     """Each partition's high watermark (the offset the next record will get)."""
     c = make_consumer(settings, "mmfeat-probe")
     try:
         meta = c.list_topics(topic, timeout=10).topics[topic]
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
+        return {p: high_watermark(c, topic, p) for p in meta.partitions}
     finally:
         c.close()
 

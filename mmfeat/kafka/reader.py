@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from mmfeat.errors import KafkaIOError
-from mmfeat.kafka.client import coords, decode_headers
+from mmfeat.kafka.client import coords, decode_headers, high_watermark
 from mmfeat.kafka.config import ClientErrors, connection_config
 from mmfeat.settings import Settings
 
@@ -58,7 +58,7 @@ def read_topic(
         if tmeta is None or tmeta.error is not None:
             raise KafkaIOError(f"topic {topic} does not exist on {settings.kafka.bootstrap_servers}")
         parts = sorted(tmeta.partitions)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        ends = {p: high_watermark(consumer, topic, p) for p in parts}
         todo = {p for p in parts if ends[p] > 0}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         n = 0

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from captioner.modeling.hf_blip2 import make_untrained_captioner
 from mmfeat.cli import services
-from mmfeat.kafka.client import ensure_topics, make_consumer
+from mmfeat.kafka.client import ensure_topics, high_watermark, make_consumer
 from mmfeat.kafka.reader import TopicRecord, read_topic
 from mmfeat.settings import DEFAULT_CAPTIONER, PROJECT_ROOT, Settings, load_settings
 from mmfeat.topics import app_topics, upload_topics
@@ -142,7 +142,7 @@ def committed_lag(s: Settings) -> int:
         parts = [TopicPartition(s.topics.uploads_topic, p) for p in meta.partitions]
         lag = 0
         for tp in c.committed(parts, timeout=10):
-            high = c.get_watermark_offsets(tp, timeout=5)[1]
+            high = high_watermark(c, tp.topic, tp.partition)
             lag += high - max(tp.offset, 0)
         return lag
     finally:

@@ -79,7 +79,7 @@ class BatchConsumer:
     # ---- assignment ---------------------------------------------------------------------------
 
     def subscribe(self, topics: list[str]) -> None:
-        self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     def assign(self, partitions: list[TopicPartition]) -> None:
         self.consumer.assign(partitions)
@@ -92,6 +92,15 @@ class BatchConsumer:
             consumer.pause(partitions)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Partitions handed on in a rebalance. A head this process marked is put back to the crashes counted before
+        it, as on close: a rebalance between a batch's start and its commit is not a crash, and counted as one it
+        would, with one real crash after it, give a good record up as a crash loop."""
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._unmark({k: h for k, h in self.heads.items() if k in revoked})
+        self._on_lost(consumer, partitions)
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Partitions gone without a handover (the session expired): nothing can be committed for them any more."""
         for tp in partitions:  # its next owner reads the head (and the crash count) from Kafka
             self.heads.pop((tp.topic, tp.partition), None)
 
@@ -246,17 +255,23 @@ class BatchConsumer:
             except KafkaException as e:  # partition revoked meanwhile: its new owner starts at the last commit
                 log.warning("cannot rewind %s[%d] to %d: %s", t, p, o, e)
 
-    def close(self) -> None:
-        """Leave the group. A head this process marked but did not get past (stopped while Triton was down) is
-        put back to the crashes counted before it: a graceful stop is not a crash."""
+    def _unmark(self, heads: dict[tuple[str, int], Head]) -> None:
+        """Put each head this process marked but did not get past back to the crashes counted before it."""
         by_count: dict[int, dict[tuple[str, int], int]] = {}
-        for k, h in self.heads.items():
+        for k, h in heads.items():
             if h.marked:
                 by_count.setdefault(h.crashes, {})[k] = h.offset
+                h.marked = False
         try:
             for started, offsets in by_count.items():
                 self._commit(offsets, started)
         except KafkaIOError as e:
             log.warning("%s", e)
+
+    def close(self) -> None:
+        """Leave the group. A head this process marked but did not get past (stopped while Triton was down) is
+        put back to the crashes counted before it: a graceful stop is not a crash."""
+        try:
+            self._unmark(self.heads)
         finally:
             self.consumer.close()

@@ -41,6 +41,10 @@ class Services(_Section):
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_brokers: int = Field(default=1, ge=1, le=9, description="KRaft nodes `mmfeat up` starts; node i on the ports + 100 * (i - 1)")
+    kafka_cluster_id: str | None = Field(
+        default=None,
+        description="the cluster id a node formats with (containers: their nodes share no folder); default: kept in the state dir",
+    )
     triton_http_port: int = 18000
     triton_grpc_port: int = 18001
     triton_metrics_port: int = 18002

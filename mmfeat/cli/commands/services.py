@@ -1,13 +1,16 @@
-"""`mmfeat up` / `down`: the embedded broker and Triton server."""
+"""`mmfeat up` / `down` / `status`: the embedded broker and Triton server; `kafka-node` and `tritonserver`: one of
+them in the foreground, as a container's process (deploy/docker/)."""
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
 
 from mmfeat.cli.app import _flags, app, console, out
-from mmfeat.settings import load_settings
+from mmfeat.errors import ConfigError
+from mmfeat.settings import PROJECT_ROOT, load_settings
 
 
 @app.command()
@@ -56,3 +59,32 @@ def status(brokers: Annotated[int | None, typer.Option(min=1, max=9, help="as gi
         out.print(f"{len(parts)} partitions: {under} under-replicated, {leaderless} without a leader")
     elif nodes and not any(n.listening for n in nodes):
         out.print("kafka is not running (`mmfeat up`)")
+
+
+@app.command("kafka-node")
+def kafka_node(node: Annotated[int, typer.Argument(min=1, max=9, help="which node, from 1")]) -> None:
+    """Run KRaft node NODE of the MMFEAT_KAFKA_BROKERS-node cluster in the foreground, logging to stdout (a
+    container's process; its nodes share the id MMFEAT_KAFKA_CLUSTER_ID). `mmfeat up` starts the same nodes detached."""
+    from mmfeat.cli import services
+
+    s = load_settings(**_flags)
+    plans = services.kafka_plans(s)
+    if node > len(plans):
+        raise ConfigError(f"node {node} of a {len(plans)}-node cluster (MMFEAT_KAFKA_BROKERS={s.services.kafka_brokers})")
+    if len(plans) > 1 and not s.services.kafka_cluster_id:
+        raise ConfigError("nodes that share no folder need one cluster id: set MMFEAT_KAFKA_CLUSTER_ID")
+    cmd = services.kafka_command(plans[node - 1], s.services.cache_dir, console=True)
+    console.print(f"kafka: node {node} of {len(plans)} on {plans[node - 1].bootstrap}")
+    os.execvp(cmd[0], cmd)  # the broker becomes this process: a container's signals reach it
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def tritonserver(ctx: typer.Context) -> None:
+    """Run the nvidia-pytriton wheel's tritonserver in the foreground with its Python backend and environment,
+    passing every argument on (the local Triton image's `tritonserver`; NGC's image has its own)."""
+    from mmfeat.cli import services
+
+    s = load_settings(**_flags)
+    cmd = services.tritonserver_command(s.services.cache_dir) + list(ctx.args)
+    os.chdir(PROJECT_ROOT)  # the Python backend stub finds `mmfeat` through its working directory
+    os.execvpe(cmd[0], cmd, services.triton_env())

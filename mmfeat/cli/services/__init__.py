@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,8 +19,10 @@ from pathlib import Path
 from mmfeat.cli.services.kafka import (
     KAFKA_PROPERTIES,
     KAFKA_VERSION,
+    NODE_PORT_STEP,
     KafkaPlan,
     cluster_plans,
+    kafka_command,
     kafka_libs,
     kafka_ready,
     min_insync,
@@ -47,6 +50,7 @@ from mmfeat.cli.services.triton import (
     triton_backend_dir,
     triton_env,
     triton_ready,
+    tritonserver_command,
 )
 from mmfeat.errors import ServiceError
 from mmfeat.settings import PROJECT_ROOT, Settings
@@ -66,9 +70,11 @@ __all__ = [
     "TritonPlan",
     "cluster_plans",
     "down",
+    "free_cluster_ports",
     "free_port",
     "free_ports",
     "group_members",
+    "kafka_command",
     "kafka_libs",
     "kafka_plans",
     "kafka_ready",
@@ -85,6 +91,7 @@ __all__ = [
     "triton_backend_dir",
     "triton_env",
     "triton_ready",
+    "tritonserver_command",
     "up",
     "wait_until",
     "with_free_ports",
@@ -185,11 +192,21 @@ def up(
     return ep
 
 
+def free_cluster_ports(nodes: int) -> tuple[int, int]:
+    """A broker and a controller port free on every node of a cluster (node i on the ports + 100 * (i - 1))."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 60000 - NODE_PORT_STEP * nodes, 2)
+        if not any(_port_open(port + NODE_PORT_STEP * i + k) for i in range(nodes) for k in (0, 1)):
+            return port, port + 1
+    raise ServiceError(f"no free ports for a {nodes}-node cluster")
+
+
 def kafka_plans(settings: Settings) -> list[KafkaPlan]:
     """The nodes `mmfeat up` runs: one in ``<state>/kafka``, or a cluster in ``<state>/kafka-cluster/node-i``."""
     sv = settings.services
     base = sv.state_dir / ("kafka" if sv.kafka_brokers == 1 else "kafka-cluster")
-    return cluster_plans(base, sv.kafka_port, sv.kafka_controller_port, sv.kafka_brokers)
+    return cluster_plans(base, sv.kafka_port, sv.kafka_controller_port, sv.kafka_brokers, sv.kafka_cluster_id)
 
 
 def _up_kafka(settings: Settings, ep: Endpoints, log: Log) -> None:

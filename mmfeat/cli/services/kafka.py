@@ -54,6 +54,7 @@ rootLogger.appenderRef.file.ref = file
 logger.kafka.name = kafka.server.KafkaRaftServer
 logger.kafka.level = INFO
 """
+LOG4J2_CONSOLE = LOG4J2.replace("appender.file.type = File", "appender.file.type = Console").replace("appender.file.fileName = {log}\n", "")
 
 
 def kafka_libs(cache_dir: Path) -> Path:
@@ -125,16 +126,17 @@ class KafkaPlan:
         return text
 
 
-def cluster_plans(base: Path, port: int, controller_port: int, nodes: int) -> list[KafkaPlan]:
+def cluster_plans(base: Path, port: int, controller_port: int, nodes: int, cluster_id: str | None = None) -> list[KafkaPlan]:
     """``nodes`` == 1: the single node of before, in ``base``; more: node i in ``base/node-i`` on the ports + 100 * (i - 1),
-    one cluster id for all (kept in ``base/cluster.id`` so a restarted node joins the same cluster)."""
+    one cluster id for all: ``cluster_id``, or one kept in ``base/cluster.id`` so a restarted node joins the same cluster."""
     if nodes == 1:
-        return [KafkaPlan(base, port, controller_port)]
+        return [KafkaPlan(base, port, controller_port, cluster_id=cluster_id or "")]
     id_file = base / "cluster.id"
-    if not id_file.exists():
-        base.mkdir(parents=True, exist_ok=True)
-        id_file.write_text(new_cluster_id())
-    cluster_id = id_file.read_text().strip()
+    if not cluster_id:
+        if not id_file.exists():
+            base.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(new_cluster_id())
+        cluster_id = id_file.read_text().strip()
     ports = [(i, port + NODE_PORT_STEP * (i - 1), controller_port + NODE_PORT_STEP * (i - 1)) for i in range(1, nodes + 1)]
     voters = tuple((i, c) for i, _, c in ports)
     return [KafkaPlan(base / f"node-{i}", p, c, i, voters, cluster_id) for i, p, c in ports]
@@ -144,10 +146,11 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def start_kafka(
-    plan: KafkaPlan, cache_dir: Path, *, properties: str = KAFKA_PROPERTIES, format_args: Sequence[str] = ()
-) -> subprocess.Popen[bytes]:
-    """Format KRaft storage on first use and start the broker detached from our process group.
+def kafka_command(
+    plan: KafkaPlan, cache_dir: Path, *, properties: str = KAFKA_PROPERTIES, format_args: Sequence[str] = (), console: bool = False
+) -> list[str]:
+    """Write the node's configuration, format its KRaft storage on first use, and return the command that runs it;
+    the broker logs to files in its folder, or to stdout (``console``: a container's one process).
 
     ``properties`` is a template of server.properties (``{port}``, ``{controller}``, ``{data}``, ``{node_id}``,
     ``{quorum}``); ``format_args`` go to the storage format (say, ``--add-scram`` credentials of a secured test broker)."""
@@ -157,7 +160,7 @@ def start_kafka(
     props = plan.dir / "server.properties"
     props.write_text(plan.properties(properties))
     log4j = plan.dir / "log4j2.properties"
-    log4j.write_text(LOG4J2.format(log=plan.dir / "server.log"))
+    log4j.write_text(LOG4J2_CONSOLE if console else LOG4J2.format(log=plan.dir / "server.log"))
     java = ["java", "-Xms256m", "-Xmx1g", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
     if not (data / "meta.properties").exists():
         # "--cluster-id=ID", not "-t ID": a urlsafe id may start with "-" and then reads as an option (1 start in 64 failed).
@@ -168,8 +171,16 @@ def start_kafka(
             [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props), *quorum, *format_args],
             f"formatting Kafka storage (node {plan.node_id})",
         )
+    return [*java, "kafka.Kafka", str(props)]
+
+
+def start_kafka(
+    plan: KafkaPlan, cache_dir: Path, *, properties: str = KAFKA_PROPERTIES, format_args: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """Start the node (``kafka_command``) detached from our process group."""
+    cmd = kafka_command(plan, cache_dir, properties=properties, format_args=format_args)
     out = open(plan.dir / "stdout.log", "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen([*java, "kafka.Kafka", str(props)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def kafka_ready(bootstrap: str, timeout_s: float = 2.0) -> bool:

@@ -75,14 +75,17 @@ class TritonPlan:
         return f"127.0.0.1:{self.http_port}"
 
 
+def tritonserver_command(cache_dir: Path) -> list[str]:
+    """The wheel's tritonserver with its backend folder; run it with ``triton_env()`` in PROJECT_ROOT."""
+    return [str(_pytriton_dir() / "tritonserver" / "bin" / "tritonserver"), "--backend-directory", str(triton_backend_dir(cache_dir))]
+
+
 def start_triton(plan: TritonPlan, cache_dir: Path) -> subprocess.Popen[bytes]:
-    binary = _pytriton_dir() / "tritonserver" / "bin" / "tritonserver"
     plan.dir.mkdir(parents=True, exist_ok=True)
-    cmd = [str(binary)]
+    cmd = tritonserver_command(cache_dir)
     for repo in plan.model_repositories:
         cmd += ["--model-repository", str(Path(repo).resolve())]
     cmd += [
-        "--backend-directory", str(triton_backend_dir(cache_dir)),
         "--http-address", "127.0.0.1", "--http-port", str(plan.http_port),
         "--grpc-address", "127.0.0.1", "--grpc-port", str(plan.grpc_port),
         "--metrics-port", str(plan.metrics_port),

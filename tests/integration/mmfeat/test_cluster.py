@@ -4,7 +4,6 @@ and rejoins; caption workers of one group on one host, one SIGKILLed and one add
 from __future__ import annotations
 
 import os
-import random
 import signal
 import uuid
 from collections.abc import Iterator
@@ -36,21 +35,10 @@ from tests.integration.profiles import ProfilesApp, send_engagements, wait_conve
 NODES = 3
 
 
-def cluster_ports() -> tuple[int, int]:
-    """A broker and a controller port with the same ports free for every node (+100 per node)."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 60000 - 100 * NODES, 2)
-        wanted = [port + 100 * i + k for i in range(NODES) for k in (0, 1)]
-        if not any(services._port_open(p) for p in wanted):
-            return port, port + 1
-    raise RuntimeError("no free ports for a cluster")
-
-
 @pytest.fixture(scope="module")
 def cluster(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Three nodes of this module's own, beside the session's single broker; Triton is the session's."""
-    port, controller = cluster_ports()
+    port, controller = services.free_cluster_ports(NODES)
     s = stack.settings.updated(
         {
             "state_dir": tmp_path_factory.mktemp("cluster"),

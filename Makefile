@@ -11,7 +11,7 @@ STAMP := $(VENV)/.lock-$(LOCK_HASH)
 export MMFEAT_CACHE_DIR := $(CACHE)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv sysdeps setup test test-unit test-integration demo deploy-check lint bench up down clean
+.PHONY: venv sysdeps setup test test-unit test-integration demo deploy-check compose-test lint bench up down clean
 
 venv: $(STAMP) .venv
 
@@ -33,6 +33,7 @@ sysdeps:
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
 	test -d /usr/share/fonts/truetype/dejavu || missing="$$missing fonts-dejavu-core"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -53,9 +54,14 @@ test-integration: setup
 demo: setup
 	$(PY) -m mmfeat demo
 
-# every static validation of deploy/: the chart per values file through kubeconform, Prometheus config and rules
+# every static validation of deploy/: the chart per values file through kubeconform, Prometheus config and rules,
+# the compose file
 deploy-check: venv sysdeps
 	$(PY) deploy/check.py
+
+# the compose stack for real on this machine's Docker daemon (images built offline and cached; docs/deploy.md)
+compose-test: setup
+	$(PY) deploy/compose_test.py
 
 lint: venv
 	$(PY) -m ruff check .
@@ -65,7 +71,7 @@ lint: venv
 	$(PY) -m mypy triton_models/ocr/1/model.py
 	$(PY) -m mypy triton_models/asr/1/model.py
 	$(PY) -m mypy bench/triton_models/null_captioner/1/model.py
-	$(PY) -m mypy deploy/check.py
+	$(PY) -m mypy deploy/check.py deploy/compose_test.py
 
 bench: setup
 	$(PY) -m mmfeat bench worker

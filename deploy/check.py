@@ -2,7 +2,10 @@
 
 - the Helm chart rendered with each values file (`helm template`) and every object validated by kubeconform,
   strict, against the Kubernetes schemas and the KEDA and prometheus-operator CRDs;
-- Prometheus: `promtool check config`, `check rules` and the rules' unit tests.
+- Prometheus: `promtool check config`, `check rules` and the rules' unit tests;
+- the compose stack: `docker-compose config`, and what it must hold whatever compose accepts: three Kafka nodes,
+  every service on the host network, no secret in its text (they come from the env file), Prometheus scraping
+  exactly the ports the services listen on, and every file the Dockerfiles copy present in the build context.
 
 helm and kubeconform are built once with `go install` through the Go module proxy. The Kubernetes JSON schemas
 come from PyPI's kubernetes-validate wheel, and the CRDs from the KEDA and prometheus-operator Go modules. All of
@@ -18,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -189,11 +193,74 @@ def check_prometheus() -> list[str]:
     return failures
 
 
+COMPOSE = ROOT / "deploy" / "compose"
+SECRET_NAMES = re.compile(r"TOKEN|PASSWORD|SECRET|SASL_USERNAME|KEY_LOCATION", re.IGNORECASE)
+
+
+def compose_ports(services: dict[str, Any]) -> set[str]:
+    """The /metrics addresses the compose services listen on (workers, profiles web ports, Triton's metrics)."""
+    ports = set()
+    for svc in services.values():
+        env = svc.get("environment") or {}
+        for key in ("MMFEAT_WORKER_METRICS_PORT", "MMFEAT_PROFILES_WEB_PORT"):
+            if key in env:
+                ports.add(f"127.0.0.1:{env[key]}")
+        for arg in svc.get("command") or []:
+            if str(arg).startswith("--metrics-port="):
+                ports.add(f"127.0.0.1:{str(arg).split('=', 1)[1]}")
+    return ports
+
+
+def check_compose(where: Path = COMPOSE) -> list[str]:
+    """deploy/compose (or a copy of it in ``where``)."""
+    failures = []
+    compose = shutil.which("docker-compose")
+    env = {**os.environ, "MMFEAT_SECRETS_ENV": str(COMPOSE / "secrets.env.example")}
+    if compose is None:
+        failures.append("docker-compose not found (Debian's docker-compose package: make sysdeps)")
+    else:
+        proc = run([compose, "-f", str(where / "docker-compose.yml"), "config", "-q"], env=env)
+        print(f"docker-compose config: {'ok' if proc.returncode == 0 else 'FAILED'}")
+        if proc.returncode != 0:
+            failures.append(f"docker-compose config: {proc.stderr.strip()}")
+    text = (where / "docker-compose.yml").read_text()
+    services: dict[str, Any] = yaml.safe_load(text)["services"]
+    kafka = sorted(n for n, svc in services.items() if str(svc.get("image", "")).startswith("mmfeat/kafka:"))
+    if [services[n]["command"] for n in kafka] != [["1"], ["2"], ["3"]]:
+        failures.append(f"compose: want Kafka nodes 1, 2 and 3, got {kafka}")
+    if off := sorted(n for n, svc in services.items() if svc.get("network_mode") != "host"):
+        failures.append(f"compose: services not on the host network: {off}")
+    for n, svc in services.items():
+        if leaked := sorted(k for k in svc.get("environment") or {} if SECRET_NAMES.search(k)):
+            failures.append(f"compose: {n} sets {leaked} in the compose file: secrets belong in the env file")
+    jobs = yaml.safe_load((where / "prometheus.yml").read_text())["scrape_configs"]
+    scraped = {t for job in jobs for c in job["static_configs"] for t in c["targets"]}
+    if scraped != compose_ports(services):
+        failures.append(f"compose: Prometheus scrapes {sorted(scraped)}, the services listen on {sorted(compose_ports(services))}")
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        with tempfile.TemporaryDirectory() as tmp:  # the rules are mounted beside the config in the container
+            shutil.copy(where / "prometheus.yml", tmp)
+            shutil.copy(ROOT / "deploy" / "prometheus" / "rules.yml", tmp)
+            proc = run([promtool, "check", "config", "prometheus.yml"], cwd=tmp)
+        print(f"promtool check config (compose): {'ok' if proc.returncode == 0 else 'FAILED'}")
+        if proc.returncode != 0:
+            failures.append(f"promtool check config (compose): {proc.stdout.strip()} {proc.stderr.strip()}")
+    for dockerfile in sorted((ROOT / "deploy" / "docker").glob("Dockerfile*")):
+        for line in dockerfile.read_text().splitlines():
+            if line.startswith("COPY "):
+                missing = [src for src in line.split()[1:-1] if not (ROOT / src).exists()]
+                if missing:
+                    failures.append(f"{dockerfile.name}: COPY of {missing}, which the checkout does not have")
+    print(f"compose: {len(services)} services ({len(kafka)} Kafka nodes); Dockerfiles' sources present")
+    return failures
+
+
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     helm = go_tool("helm", "helm.sh/helm/v3/cmd/helm", HELM_VERSION)
     kubeconform = go_tool("kubeconform", "github.com/yannh/kubeconform/cmd/kubeconform", KUBECONFORM_VERSION)
-    failures = check_chart(helm, kubeconform, kube_schemas(), crd_schemas()) + check_prometheus()
+    failures = check_chart(helm, kubeconform, kube_schemas(), crd_schemas()) + check_prometheus() + check_compose()
     for f in failures:
         print(f"deploy-check: {f}", file=sys.stderr)
     if failures:

@@ -10,6 +10,8 @@
 - media:     frames captioned per second inside videos vs the same frames sent as images (bench/media.py).
 - ranker:    the ranker's training throughput with vs without the MM-LLM features, for over-arches of
              growing size (bench/ranker.py; also results/bench_ranker.png).
+- soak:      the whole stack on a 3-node cluster under a steady load for --minutes: memory, lag, freshness and
+             loss over time (bench/soak.py; also results/bench_soak.png).
 Results go to results/bench_<name>.json with the command, the machine and the date.
 """
 
@@ -317,8 +319,24 @@ def run_ranker_bench(quick: bool, out_dir: Path) -> dict[str, Any]:
     return bench_ranker(quick, out_dir)
 
 
-def main(which: str, *, out_dir: Path, quick: bool = False) -> Path:
+def run_soak(minutes: float, out_dir: Path) -> dict[str, Any]:
+    from bench.soak import bench_soak, plot
+
+    doc = bench_soak(minutes)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot(doc, out_dir / "bench_soak.png")
+    g = doc["goals"]
+    print(
+        f"soak: worst RSS growth {100 * doc['worst_rss_growth']:.1f}% (goal < 10%), lag bounded {g['lag_bounded']}, "
+        f"zero loss {g['zero_loss']} ({doc['loss']['uploads']} uploads, {doc['loss']['engagements_applied']} engagements applied)",
+        file=sys.stderr,
+    )
+    return doc
+
+
+def main(which: str, *, out_dir: Path, quick: bool = False, minutes: float = 30.0) -> Path:
     runners: dict[str, Callable[[], dict[str, Any]]] = {
+        "soak": lambda: run_soak(minutes, out_dir),
         "worker": lambda: bench_worker(2000 if quick else 20000),
         "captioner": lambda: bench_captioner(DEFAULT_CAPTIONER, 16, 5 if quick else 30),
         "profiles": lambda: run_profiles_bench(quick),

@@ -157,9 +157,11 @@ def send_records(
     records: Iterable[OutRecord],
     progress: Callable[[int], None] | None = None,
     chunk: int = 50,
+    tracker: DeliveryTracker | None = None,
 ) -> int:
-    """Produce records in acknowledged chunks (acks=all, idempotent); return the count acknowledged."""
-    tracker = DeliveryTracker.of(settings)
+    """Produce records in acknowledged chunks (acks=all, idempotent); return the count acknowledged. A steady sender
+    passes its own ``tracker`` (one producer for all its calls)."""
+    tracker = tracker or DeliveryTracker.of(settings)
     total = 0
     it = iter(records)
     while batch := list(itertools.islice(it, chunk)):
@@ -175,6 +177,7 @@ def send_uploads(
     topic: str | None = None,
     progress: Callable[[int], None] | None = None,
     chunk: int = 50,
+    tracker: DeliveryTracker | None = None,
 ) -> int:
     """Produce uploads keyed by item_id, created_at stamped as they are sent; return the count acknowledged."""
 
@@ -183,7 +186,7 @@ def send_uploads(
             up = up.model_copy(update={"created_at": now_utc()})
             yield OutRecord(topic or settings.topics.uploads_topic, up.item_id, up.model_dump_json(exclude_none=True).encode())
 
-    return send_records(settings, stamped(), progress, chunk)
+    return send_records(settings, stamped(), progress, chunk, tracker)
 
 
 def synthetic_engagements(

@@ -68,14 +68,16 @@ def export_training_data(
 
 @app.command()
 def bench(
-    which: Annotated[str, typer.Argument(help="worker | captioner | profiles | backfill | ranker | media")],
+    which: Annotated[str, typer.Argument(help="worker | captioner | profiles | backfill | ranker | media | soak")],
     out_dir: Annotated[Path, typer.Option("--out")] = Path("results"),
     quick: bool = False,
+    minutes: Annotated[float, typer.Option(min=1, help="soak: how long the steady load runs")] = 30.0,
 ) -> None:
-    """Run a benchmark side by side with its baseline and write results/<name>.json."""
+    """Run a benchmark side by side with its baseline and write results/<name>.json (soak: the whole stack under a
+    steady load, its memory, lag, freshness and loss; also results/bench_soak.png)."""
     from bench import run as bench_run
 
-    path = bench_run.main(which, out_dir=out_dir, quick=quick)
+    path = bench_run.main(which, out_dir=out_dir, quick=quick, minutes=minutes)
     console.print(f"bench: wrote {path}")
 
 

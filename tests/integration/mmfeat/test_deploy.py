@@ -58,7 +58,31 @@ def test_deploy_check_passes() -> None:
     # dev: Triton, worker, profiles (each with its Service) and the ScaledObject; prod adds 3 ServiceMonitors,
     # 3 NetworkPolicies and KEDA's TriggerAuthentication
     assert counts == {"values-dev.yaml": 7, "values.yaml": 14, "values-prod.yaml": 14}
+    assert "docker-compose config: ok" in done.stdout and "promtool check config (compose): ok" in done.stdout
+    assert "compose: 11 services (3 Kafka nodes)" in done.stdout
     assert "promtool test rules rules.test.yml: ok" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("edit", "refusal"),
+    [
+        (lambda c: c["services"]["worker-1"]["environment"].update({"MMFEAT_PROFILES_LOOKUP_TOKEN": "t0ps3cret"}),
+         "worker-1 sets ['MMFEAT_PROFILES_LOOKUP_TOKEN'] in the compose file"),
+        (lambda c: c["services"]["worker-2"]["environment"].update({"MMFEAT_WORKER_METRICS_PORT": "28999"}),
+         "Prometheus scrapes"),
+        (lambda c: [c["services"].pop("kafka-3"), c["services"]["topics"]["depends_on"].pop("kafka-3")], "want Kafka nodes 1, 2 and 3"),
+        (lambda c: c["services"]["triton"].pop("network_mode"), "services not on the host network: ['triton']"),
+    ],
+)  # fmt: skip
+def test_the_compose_check_refuses_a_stack_that_compose_would_accept(tmp_path: Path, edit: Any, refusal: str) -> None:
+    src = PROJECT_ROOT / "deploy" / "compose"
+    stack = yaml.safe_load((src / "docker-compose.yml").read_text())
+    edit(stack)
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(stack))
+    (tmp_path / "prometheus.yml").write_text((src / "prometheus.yml").read_text())
+    failures = _check_module().check_compose(tmp_path)
+    assert any(refusal in f for f in failures), failures
+    assert len(failures) == 1, failures  # compose itself accepts each of them
 
 
 def test_the_chart_renders_what_operators_rely_on(helm: Path) -> None:

@@ -192,12 +192,14 @@ def up(
     return ep
 
 
-def free_cluster_ports(nodes: int) -> tuple[int, int]:
-    """A broker and a controller port free on every node of a cluster (node i on the ports + 100 * (i - 1))."""
+def free_cluster_ports(nodes: int, avoid: Sequence[int] = ()) -> tuple[int, int]:
+    """A broker and a controller port free on every node of a cluster (node i on the ports + 100 * (i - 1)), none of
+    them in ``avoid`` (ports already picked for other services but not listening yet)."""
     rng = random.Random()
     for _ in range(200):
         port = rng.randrange(20000, 60000 - NODE_PORT_STEP * nodes, 2)
-        if not any(_port_open(port + NODE_PORT_STEP * i + k) for i in range(nodes) for k in (0, 1)):
+        wanted = {port + NODE_PORT_STEP * i + k for i in range(nodes) for k in (0, 1)}
+        if not wanted & set(avoid) and not any(_port_open(p) for p in wanted):
             return port, port + 1
     raise ServiceError(f"no free ports for a {nodes}-node cluster")
 

@@ -213,6 +213,12 @@ class Profiles(_Section):
     profiles_batch_window_s: float = Field(default=0.05, gt=0, description="how long a micro-batch waits to fill")
     profiles_take_max: int = Field(default=64, ge=1, le=10_000, description="by-user messages the profile stage takes at once")
     profiles_standby_replicas: int = Field(default=0, ge=0, description="Faust standby replicas of the tables on other workers")
+    profiles_rocksdb_write_buffer_mb: int = Field(
+        default=4, ge=1, le=1024, description="each table partition's RocksDB memtable (two at most); Faust's default is 64 MB x 3"
+    )
+    profiles_rocksdb_block_cache_mb: int = Field(
+        default=16, ge=1, le=65536, description="each table partition's RocksDB block cache; Faust's default is 2 GB"
+    )
     profiles_session_timeout_s: float = Field(
         default=30.0, ge=6, le=300, description="a worker silent this long is dropped from the group; its partitions move"
     )

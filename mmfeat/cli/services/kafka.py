@@ -161,7 +161,10 @@ def kafka_command(
     props.write_text(plan.properties(properties))
     log4j = plan.dir / "log4j2.properties"
     log4j.write_text(LOG4J2_CONSOLE if console else LOG4J2.format(log=plan.dir / "server.log"))
-    java = ["java", "-Xms256m", "-Xmx1g", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
+    # A fixed heap, Kafka's own default (kafka-server-start.sh: -Xmx1G -Xms1G), touched at start: a node's memory is
+    # then what it takes from its first second (what a container's limit must hold anyway), where a heap grown on
+    # demand stepped up by a third after 25 minutes of a soak and read as growth.
+    java = ["java", "-Xms1g", "-Xmx1g", "-XX:+AlwaysPreTouch", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
     if not (data / "meta.properties").exists():
         # "--cluster-id=ID", not "-t ID": a urlsafe id may start with "-" and then reads as an option (1 start in 64 failed).
         # A cluster's static voters need no quorum flag; a single node is formatted as its own quorum.

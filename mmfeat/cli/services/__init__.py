@@ -195,9 +195,15 @@ def up(
 def free_cluster_ports(nodes: int, avoid: Sequence[int] = ()) -> tuple[int, int]:
     """A broker and a controller port free on every node of a cluster (node i on the ports + 100 * (i - 1)), none of
     them in ``avoid`` (ports already picked for other services but not listening yet)."""
+    # below the ephemeral range: a node's port picked there can be taken, before the node binds it, as the source
+    # port of a connection another node opens meanwhile (a soak's node 1 failed to start on that)
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
     rng = random.Random()
     for _ in range(200):
-        port = rng.randrange(20000, 60000 - NODE_PORT_STEP * nodes, 2)
+        port = rng.randrange(10000, max(10002, low - NODE_PORT_STEP * nodes), 2)
         wanted = {port + NODE_PORT_STEP * i + k for i in range(nodes) for k in (0, 1)}
         if not wanted & set(avoid) and not any(_port_open(p) for p in wanted):
             return port, port + 1

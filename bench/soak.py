@@ -42,7 +42,7 @@ from mmfeat.kafka.client import DeliveryTracker, OutRecord, ensure_topics, high_
 from mmfeat.kafka.reader import read_topic
 from mmfeat.settings import DEFAULT_CAPTIONER, PROJECT_ROOT, Settings, load_settings
 from mmfeat.topics import app_topics, upload_topics
-from streams.client import UnknownUser, fetch_profile
+from streams.client import served_mismatches
 from streams.offline import recompute_profiles
 from streams.rules import profile_config
 
@@ -274,22 +274,9 @@ def _loss(s: Settings, procs: list[Proc], uploads: int) -> dict[str, Any]:
     dlq = Counter(r.key for r in read_topic(s, s.topics.dlq_topic, timeout_s=5))
     outcomes = features + dlq
     truth = recompute_profiles(s, profile_config(s))
-    apps = [p for p in procs if p.url]
+    urls = [p.url for p in procs if p.url]
     deadline = time.monotonic() + 300
-    while True:
-        bad = []
-        for p in apps:
-            for user, want in truth.items():
-                try:
-                    got = fetch_profile(p.url, user).engagements
-                except UnknownUser:
-                    got = 0
-                except Exception:  # still rebalancing: a mismatch for now
-                    got = -1
-                if got != want.applied:
-                    bad.append(f"{p.name} {user}: {got} engagements, want {want.applied}")
-        if not bad or time.monotonic() > deadline:
-            break
+    while (bad := served_mismatches(urls, truth)) and time.monotonic() < deadline:
         time.sleep(5)
     return {
         "uploads": uploads, "with_one_outcome": sum(1 for n in outcomes.values() if n == 1), "without_outcome": uploads - len(outcomes),

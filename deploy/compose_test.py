@@ -35,7 +35,7 @@ from mmfeat.cli.produce import engagement_records, send_records, send_uploads, s
 from mmfeat.cli.services import kafka_ready  # noqa: E402
 from mmfeat.kafka.reader import read_topic  # noqa: E402
 from mmfeat.settings import Settings, load_settings  # noqa: E402
-from streams.client import UnknownUser, fetch_profile  # noqa: E402
+from streams.client import served_mismatches  # noqa: E402
 from streams.offline import recompute_profiles  # noqa: E402
 from streams.rules import profile_config  # noqa: E402
 
@@ -85,17 +85,7 @@ def check_features(s: Settings, items: set[str]) -> dict[str, int]:
 
 
 def profile_mismatches(s: Settings, token: str) -> list[str]:
-    truth = recompute_profiles(s, profile_config(s))
-    bad = []
-    for url in PROFILES:
-        for user, want in sorted(truth.items()):
-            try:
-                got = fetch_profile(url, user, token=token).engagements
-            except UnknownUser:
-                got = 0
-            if got != want.applied:
-                bad.append(f"{url} {user}: {got} engagements, want {want.applied}")
-    return bad
+    return served_mismatches(PROFILES, recompute_profiles(s, profile_config(s)), token)
 
 
 def main() -> int:

@@ -10,11 +10,12 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from mmfeat.errors import MmfeatError, ServiceError
+from mmfeat.profile import ProfileState
 from mmfeat.schemas import UserProfileV1
 from mmfeat.settings import PROJECT_ROOT, Settings
 
@@ -36,6 +37,23 @@ def fetch_profile(base_url: str, user_id: str, timeout_s: float = 5.0, token: st
         raise ServiceError(f"{url}: HTTP {e.code}: {detail}") from e
     except (urllib.error.URLError, OSError) as e:
         raise ServiceError(f"{url}: the profiles app is not answering ({e}); start it with `mmfeat profiles`") from e
+
+
+def served_mismatches(urls: Sequence[str], truth: Mapping[str, ProfileState], token: str | None = None) -> list[str]:
+    """Each user whose profile, as the app at each of ``urls`` serves it, does not count the engagements ``truth``
+    applied (a recomputation, streams/offline.py). An app still starting or rebalancing is a mismatch for now."""
+    bad = []
+    for url in urls:
+        for user, want in sorted(truth.items()):
+            try:
+                got = fetch_profile(url, user, token=token).engagements
+            except UnknownUser:
+                got = 0
+            except ServiceError:
+                got = -1
+            if got != want.applied:
+                bad.append(f"{url} {user}: {got} engagements, want {want.applied}")
+    return bad
 
 
 @contextmanager

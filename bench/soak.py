@@ -31,14 +31,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import TopicPartition
 from tqdm import tqdm
 
 from mmfeat.cli import services
 from mmfeat.cli.demo import percentile
 from mmfeat.cli.produce import send_records, send_uploads, synthetic_uploads
 from mmfeat.engagements import EngagementV1
-from mmfeat.kafka.client import DeliveryTracker, OutRecord, ensure_topics, high_watermark, make_consumer
+from mmfeat.kafka.client import DeliveryTracker, OutRecord, committed_offsets, ensure_topics, make_consumer, partition_ends
 from mmfeat.kafka.reader import read_topic
 from mmfeat.settings import DEFAULT_CAPTIONER, PROJECT_ROOT, Settings, load_settings
 from mmfeat.topics import app_topics, upload_topics
@@ -95,12 +94,9 @@ def start_cli(s: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
 
 def group_lag(s: Settings, group: str, topic: str) -> int:
     """Records of ``topic`` that ``group`` has not committed past."""
-    c = make_consumer(s, group)
-    try:
-        got = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
-        return sum(high_watermark(c, topic, tp.partition) - max(tp.offset, 0) for tp in got)
-    finally:
-        c.close()
+    ends = partition_ends(s, topic)
+    got = committed_offsets(s, group, topic, ends)
+    return sum(end - got.get(p, 0) for p, end in ends.items())
 
 
 @dataclass
